@@ -1,0 +1,49 @@
+"""The ``VECTORSEARCH`` setting: a dict merged over the defaults below.
+
+Read through :func:`get_settings`; the merged dict is cached and reset when a test changes the
+setting (``override_settings``)::
+
+    VECTORSEARCH = {"CREATE_EXTENSION": False}
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .exceptions import ImproperlyConfiguredVectorSearch
+
+__all__ = ["DEFAULTS", "get_settings"]
+
+DEFAULTS: dict[str, Any] = {
+    # Create the pgvector extension at the start of `migrate` when it is missing. Turn off where a
+    # DBA manages extensions; migrations then fail early with the SQL the DBA must run.
+    "CREATE_EXTENSION": True,
+    # The largest k a similarity query may ask for.
+    "MAX_K": 1000,
+}
+
+
+@cache
+def get_settings() -> dict[str, Any]:
+    """The ``VECTORSEARCH`` setting merged over :data:`DEFAULTS`."""
+    user = getattr(settings, "VECTORSEARCH", {}) or {}
+    if not isinstance(user, dict):
+        raise ImproperlyConfiguredVectorSearch("The VECTORSEARCH setting must be a dict.")
+    unknown = sorted(set(user) - set(DEFAULTS))
+    if unknown:
+        raise ImproperlyConfiguredVectorSearch(
+            f"Unknown key(s) in the VECTORSEARCH setting: {', '.join(unknown)}. "
+            f"Known keys: {', '.join(sorted(DEFAULTS))}."
+        )
+    return {**DEFAULTS, **user}
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "VECTORSEARCH":
+        get_settings.cache_clear()

@@ -1,0 +1,378 @@
+"""Vector model fields and form fields, drop-in compatible with ``pgvector.django``.
+
+Each model field subclasses its ``pgvector.django`` namesake, so column types, stored values and
+the Python values read back are the same. On top of it, values are checked in Python before the
+database sees them -- wrong length, NaN, infinity, a number the column type cannot hold -- and a
+bad value raises a :class:`~django.core.exceptions.ValidationError` that names the problem and
+its position, from ``full_clean()``, from forms and from ``save()`` alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from django import forms
+from django.core import checks
+from django.core.exceptions import ValidationError
+from django.db.models import Model
+from pgvector import Bit, HalfVector, SparseVector, Vector
+from pgvector import django as pgvector_django
+
+__all__ = [
+    "BitField",
+    "BitFormField",
+    "HalfVectorField",
+    "HalfVectorFormField",
+    "SparseVectorField",
+    "SparseVectorFormField",
+    "VectorField",
+    "VectorFormField",
+]
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+# pgvector's limits on a column's declared size (pgvector 0.8).
+MAX_DIMENSIONS = {"vector": 16_000, "halfvec": 16_000, "sparsevec": 1_000_000_000, "bit": 83_886_080}
+# A sparsevec may store at most this many non-zero elements.
+SPARSEVEC_MAX_NNZ = 16_000
+
+
+def _invalid(message: str, code: str, **params: Any) -> ValidationError:
+    return ValidationError(message, code=code, params=params)
+
+
+def _dense_array(value: Any, vector_type: str) -> np.ndarray[Any, Any]:
+    """``value`` (list, tuple, ndarray, pgvector type or "[1,2,3]" text) as a 1-D float64 array."""
+    if isinstance(value, Vector | HalfVector):
+        return value.to_numpy().astype(np.float64)
+    if isinstance(value, str):
+        value = _parse_text(value, vector_type)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _invalid(
+            "Enter a %(type)s as a list of numbers, e.g. [0.1, 0.2, 0.3].",
+            "invalid",
+            type=vector_type,
+        ) from None
+    if array.ndim != 1:
+        raise _invalid(
+            "A %(type)s must be a flat list of numbers, not an array of shape %(shape)s.",
+            "invalid_shape",
+            type=vector_type,
+            shape=array.shape,
+        )
+    return array
+
+
+def _parse_text(text: str, vector_type: str) -> list[float]:
+    """Parse ``[1, 2, 3]``, ``1, 2, 3`` or JSON into floats; ValidationError names the bad item."""
+    body = text.strip()
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1]
+    if not body.strip():
+        return []
+    numbers = []
+    for position, item in enumerate(body.split(",")):
+        try:
+            numbers.append(float(item))
+        except ValueError:
+            raise _invalid(
+                "Element %(position)s of the %(type)s is not a number: %(item)s.",
+                "not_a_number",
+                position=position,
+                type=vector_type,
+                item=json.dumps(item.strip()[:40]),
+            ) from None
+    return numbers
+
+
+def _check_elements(array: np.ndarray[Any, Any], vector_type: str, limit: float) -> None:
+    """Raise ValidationError at the first NaN, infinity or number beyond ``limit``."""
+    bad = ~np.isfinite(array) | (np.abs(array) > limit)
+    if not bad.any():
+        return
+    position = int(np.argmax(bad))
+    number = float(array[position])
+    if math.isnan(number):
+        problem = "is NaN (not a number)"
+    elif math.isinf(number):
+        problem = "is infinite"
+    else:
+        problem = f"is {number:g}, outside the range a {vector_type} can store (±{limit:g})"
+    raise _invalid(
+        "Element %(position)s of the %(type)s %(problem)s.",
+        "not_finite",
+        position=position,
+        type=vector_type,
+        problem=problem,
+    )
+
+
+def _check_length(actual: int, expected: int | None, vector_type: str) -> None:
+    if expected is not None and actual != expected:
+        raise _invalid(
+            "Expected a %(type)s of %(expected)s dimensions, got %(actual)s.",
+            "wrong_dimensions",
+            type=vector_type,
+            expected=expected,
+            actual=actual,
+        )
+    if actual == 0:
+        raise _invalid("A %(type)s needs at least one dimension.", "empty", type=vector_type)
+
+
+def validate_dense(value: Any, *, vector_type: str, dimensions: int | None) -> list[float]:
+    """Check a dense vector and return it as a list of floats.
+
+    ``vector_type`` is "vector" (float32 range) or "halfvec" (float16 range).
+    """
+    array = _dense_array(value, vector_type)
+    _check_length(array.shape[0], dimensions, vector_type)
+    _check_elements(array, vector_type, FLOAT16_MAX if vector_type == "halfvec" else FLOAT32_MAX)
+    return [float(x) for x in array]
+
+
+def validate_sparse(value: Any, *, dimensions: int | None) -> SparseVector:
+    """Check a sparse vector (SparseVector, dense list/array or ``{i:v,...}/n`` text)."""
+    if isinstance(value, str):
+        try:
+            value = SparseVector.from_text(value.strip())
+        except (ValueError, IndexError):
+            raise _invalid(
+                "Enter a sparsevec as {index:value,...}/dimensions, e.g. {1:0.5,3:2}/5, "
+                "with 1-based indices.",
+                "invalid",
+            ) from None
+    if not isinstance(value, SparseVector):
+        value = SparseVector(_dense_array(value, "sparsevec"))
+    _check_length(value.dimensions(), dimensions, "sparsevec")
+    indices = value.indices()
+    if len(indices) > SPARSEVEC_MAX_NNZ:
+        raise _invalid(
+            "A sparsevec may have at most %(max)s non-zero elements, got %(nnz)s.",
+            "too_many_nonzeros",
+            max=SPARSEVEC_MAX_NNZ,
+            nnz=len(indices),
+        )
+    if any(i < 0 or i >= value.dimensions() for i in indices):
+        raise _invalid(
+            "A sparsevec index is outside its %(dimensions)s dimensions.",
+            "index_out_of_range",
+            dimensions=value.dimensions(),
+        )
+    _check_elements(np.asarray(value.values(), dtype=np.float64), "sparsevec", FLOAT32_MAX)
+    return value
+
+
+def validate_bits(value: Any, *, length: int | None) -> str:
+    """Check a bit string ("0101", list of bools, bool ndarray or Bit) and return it as text."""
+    if isinstance(value, Bit):
+        text = value.to_text()
+    elif isinstance(value, str):
+        text = value.strip()
+        position = next((i for i, c in enumerate(text) if c not in "01"), None)
+        if position is not None:
+            raise _invalid(
+                "Character %(position)s of the bit string is %(char)s; only 0 and 1 are allowed.",
+                "invalid",
+                position=position,
+                char=json.dumps(text[position]),
+            )
+    elif isinstance(value, Sequence | np.ndarray):
+        text = "".join("1" if bit else "0" for bit in np.asarray(value, dtype=bool).ravel())
+    else:
+        raise _invalid(
+            "Enter a bit string such as 0101, or a list of booleans.", "invalid"
+        )
+    _check_length(len(text), length, "bit string")
+    return text
+
+
+class _ValidatedMixin:
+    """What the four model fields share: validation in clean() and before every write."""
+
+    vector_type: ClassVar[str]
+    form_class: ClassVar[type[forms.Field]]
+
+    def _validated(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def _size(self) -> int | None:
+        raise NotImplementedError
+
+    def validate(self, value: Any, model_instance: Model | None) -> None:
+        super().validate(value, model_instance)  # type: ignore[misc]
+        if value is not None:
+            self._validated(value)
+
+    def get_prep_value(self, value: Any) -> Any:
+        # Nothing reaches the database unchecked: a NaN saved without full_clean() still gets a
+        # ValidationError here rather than a database error.
+        if value is None or hasattr(value, "resolve_expression"):
+            return super().get_prep_value(value)  # type: ignore[misc]
+        return super().get_prep_value(self._validated(value))  # type: ignore[misc]
+
+    def formfield(self, **kwargs: Any) -> forms.Field:
+        defaults: dict[str, Any] = {"form_class": self.form_class, "dimensions": self._size()}
+        defaults.update(kwargs)
+        return super().formfield(**defaults)  # type: ignore[misc, no-any-return]
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors: list[checks.CheckMessage] = super().check(**kwargs)  # type: ignore[misc]
+        size = self._size()
+        limit = MAX_DIMENSIONS[self.vector_type]
+        if size is not None and not 1 <= size <= limit:
+            errors.append(
+                checks.Error(
+                    f"A {self.vector_type} column holds 1 to {limit:,} dimensions, not {size:,}.",
+                    obj=self,
+                    id="vectorsearch.E001",
+                )
+            )
+        return errors
+
+
+class VectorField(_ValidatedMixin, pgvector_django.VectorField):
+    """A pgvector ``vector(dimensions)`` column of float32 numbers.
+
+    Accepts lists, tuples, numpy arrays and :class:`pgvector.Vector`; reads back a list of floats,
+    as ``pgvector.django.VectorField`` does.
+    """
+
+    vector_type = "vector"
+
+    def _size(self) -> int | None:
+        return self.dimensions
+
+    def _validated(self, value: Any) -> list[float]:
+        return validate_dense(value, vector_type=self.vector_type, dimensions=self.dimensions)
+
+    def to_python(self, value: Any) -> list[float] | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self._validated(value)
+
+
+class HalfVectorField(_ValidatedMixin, pgvector_django.HalfVectorField):
+    """A pgvector ``halfvec(dimensions)`` column of float16 numbers (±65,504)."""
+
+    vector_type = "halfvec"
+
+    def _size(self) -> int | None:
+        return self.dimensions
+
+    def _validated(self, value: Any) -> list[float]:
+        return validate_dense(value, vector_type=self.vector_type, dimensions=self.dimensions)
+
+    def to_python(self, value: Any) -> list[float] | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self._validated(value)
+
+
+class SparseVectorField(_ValidatedMixin, pgvector_django.SparseVectorField):
+    """A pgvector ``sparsevec(dimensions)`` column; values are :class:`pgvector.SparseVector`."""
+
+    vector_type = "sparsevec"
+
+    def _size(self) -> int | None:
+        return self.dimensions
+
+    def _validated(self, value: Any) -> SparseVector:
+        return validate_sparse(value, dimensions=self.dimensions)
+
+    def to_python(self, value: Any) -> SparseVector | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self._validated(value)
+
+
+class BitField(_ValidatedMixin, pgvector_django.BitField):
+    """A ``bit(length)`` column for binary vectors; values are strings of 0 and 1."""
+
+    vector_type = "bit"
+
+    def _size(self) -> int | None:
+        return self.length
+
+    def _validated(self, value: Any) -> str:
+        return validate_bits(value, length=self.length)
+
+    def to_python(self, value: Any) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self._validated(value)
+
+
+# Form fields ------------------------------------------------------------------------------------
+
+
+class VectorWidget(forms.TextInput):
+    """A text input showing the vector as ``[0.1, 0.2, ...]``."""
+
+    def format_value(self, value: Any) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, SparseVector):
+            return str(value.to_text())
+        if isinstance(value, Vector | HalfVector):
+            value = value.to_list()
+        return "[" + ", ".join(format(float(x), "g") for x in value) + "]"
+
+
+class _VectorFormFieldMixin:
+    vector_type: ClassVar[str]
+
+    def __init__(self, *, dimensions: int | None = None, **kwargs: Any) -> None:
+        self.dimensions = dimensions
+        kwargs.setdefault("widget", VectorWidget)
+        kwargs.pop("max_length", None)
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        if value in self.empty_values or (isinstance(value, str) and not value.strip()):  # type: ignore[attr-defined]
+            return None
+        return self._validated(value)
+
+    def _validated(self, value: Any) -> Any:
+        return validate_dense(value, vector_type=self.vector_type, dimensions=self.dimensions)
+
+
+class VectorFormField(_VectorFormFieldMixin, forms.CharField):
+    """Parses ``[0.1, 0.2, 0.3]`` (or ``0.1, 0.2, 0.3``) and validates like :class:`VectorField`."""
+
+    vector_type = "vector"
+
+
+class HalfVectorFormField(_VectorFormFieldMixin, forms.CharField):
+    vector_type = "halfvec"
+
+
+class SparseVectorFormField(_VectorFormFieldMixin, forms.CharField):
+    """Parses ``{1:0.5,3:2}/5`` (1-based indices, as pgvector writes them)."""
+
+    vector_type = "sparsevec"
+
+    def _validated(self, value: Any) -> SparseVector:
+        return validate_sparse(value, dimensions=self.dimensions)
+
+
+class BitFormField(_VectorFormFieldMixin, forms.CharField):
+    """Parses a string of 0 and 1."""
+
+    vector_type = "bit"
+
+    def _validated(self, value: Any) -> str:
+        return validate_bits(value, length=self.dimensions)
+
+
+VectorField.form_class = VectorFormField
+HalfVectorField.form_class = HalfVectorFormField
+SparseVectorField.form_class = SparseVectorFormField
+BitField.form_class = BitFormField

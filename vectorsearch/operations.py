@@ -1,0 +1,153 @@
+"""The pgvector extension and index health, for migrations and operators.
+
+- The extension is created at the start of ``migrate`` (a ``pre_migrate`` receiver), before any
+  migration of any app runs, so a site's own migrations need no hand-written operation whatever
+  the order of INSTALLED_APPS.
+- :class:`VectorExtension` is the explicit migration operation, for sites that prefer it.
+- An index whose ``CREATE INDEX CONCURRENTLY`` was interrupted stays behind INVALID: ignored by
+  queries yet still updated on every write. :func:`invalid_vector_indexes` finds such indexes and
+  :func:`repair_index` rebuilds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DatabaseError, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import ProjectState
+from pgvector import django as pgvector_django
+
+from .conf import get_settings
+from .exceptions import VectorExtensionError
+
+__all__ = [
+    "InvalidIndex",
+    "VectorExtension",
+    "ensure_vector_extension",
+    "extension_version",
+    "invalid_vector_indexes",
+    "repair_index",
+]
+
+EXTENSION = "vector"
+CREATE_SQL = "CREATE EXTENSION IF NOT EXISTS vector;"
+# SQLSTATEs of the failures a site owner can fix.
+INSUFFICIENT_PRIVILEGE = "42501"
+NOT_AVAILABLE = ("0A000", "58P01")  # feature_not_supported (PG 15+), undefined_file (older)
+
+
+def extension_version(connection: BaseDatabaseWrapper) -> str | None:
+    """The installed pgvector version in the connection's database, or None."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = %s", [EXTENSION])
+        row = cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
+def ensure_vector_extension(connection: BaseDatabaseWrapper) -> bool:
+    """Create the ``vector`` extension unless it exists; True when it was created.
+
+    Raises :class:`VectorExtensionError` with the SQL a superuser must run when the connection's
+    role may not create it, or how to install pgvector when the server lacks it.
+    """
+    if connection.vendor != "postgresql" or extension_version(connection) is not None:
+        return False
+    try:
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(CREATE_SQL)
+    except DatabaseError as e:
+        raise _extension_error(connection, e) from e
+    return True
+
+
+def _extension_error(connection: BaseDatabaseWrapper, error: DatabaseError) -> VectorExtensionError:
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    settings = connection.settings_dict
+    where = f"database {settings.get('NAME')!r} (connection {connection.alias!r})"
+    if sqlstate == INSUFFICIENT_PRIVILEGE:
+        return VectorExtensionError(
+            f"The PostgreSQL role {settings.get('USER')!r} may not create the pgvector extension "
+            f"in {where}. Ask a superuser to run, once, in that database:\n\n"
+            f"    {CREATE_SQL}\n\nthen run migrate again."
+        )
+    if sqlstate in NOT_AVAILABLE:
+        return VectorExtensionError(
+            f"The PostgreSQL server behind {where} does not have pgvector installed. Install "
+            "pgvector 0.8 or later on the server (see https://github.com/pgvector/pgvector), or "
+            "unset DATABASE_URL to use the embedded server in development."
+        )
+    return VectorExtensionError(f"Could not create the pgvector extension in {where}: {error}")
+
+
+def create_extension_before_migrate(*, using: str, **kwargs: Any) -> None:
+    """``pre_migrate`` receiver: the extension exists before the first migration runs."""
+    if get_settings()["CREATE_EXTENSION"]:
+        ensure_vector_extension(connections[using])
+
+
+class VectorExtension(pgvector_django.VectorExtension):  # type: ignore[misc]
+    """``CREATE EXTENSION vector`` as a migration operation, with an actionable error.
+
+    Rarely needed: with ``vectorsearch`` installed, ``migrate`` creates the extension itself.
+    """
+
+    def __init__(self, hints: Any = None) -> None:
+        super().__init__(hints=hints)
+        self.name = EXTENSION
+
+    def database_forwards(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+    ) -> None:
+        try:
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        except DatabaseError as e:
+            raise _extension_error(schema_editor.connection, e) from e
+
+
+@dataclass(frozen=True)
+class InvalidIndex:
+    """A vector index left INVALID, as PostgreSQL's catalog reports it."""
+
+    name: str
+    table: str
+    method: str
+
+    @property
+    def repair_sql(self) -> str:
+        return f'REINDEX INDEX CONCURRENTLY "{self.name}";'
+
+
+def invalid_vector_indexes(connection: BaseDatabaseWrapper) -> list[InvalidIndex]:
+    """HNSW and IVFFlat indexes marked INVALID in the connection's search path."""
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT i.relname, t.relname, am.amname
+            FROM pg_index x
+            JOIN pg_class i ON i.oid = x.indexrelid
+            JOIN pg_class t ON t.oid = x.indrelid
+            JOIN pg_am am ON am.oid = i.relam
+            WHERE NOT x.indisvalid
+              AND am.amname IN ('hnsw', 'ivfflat')
+              AND pg_catalog.pg_table_is_visible(t.oid)
+            ORDER BY t.relname, i.relname
+            """
+        )
+        return [InvalidIndex(*row) for row in cursor.fetchall()]
+
+
+def repair_index(connection: BaseDatabaseWrapper, name: str) -> None:
+    """Rebuild index ``name`` in place, without blocking writes when outside a transaction."""
+    quoted = connection.ops.quote_name(name)
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    with connection.cursor() as cursor:
+        cursor.execute(f"REINDEX INDEX {concurrently}{quoted}")
