@@ -92,9 +92,9 @@ def query_value(field: models.Field[Any, Any], query: Any, distance: Distance) -
     if hasattr(query, "resolve_expression"):
         return query
     if isinstance(query, str) and vector_type_of(field) != "bit":
-        raise InvalidQuery(
-            "A text query needs an embedder; pass a vector (a list of numbers or a numpy array)."
-        )
+        from .registry import embed_query
+
+        query = embed_query(field.model, field.name, query)
     try:
         value = field.to_python(query)
     except ValidationError as e:
