@@ -10,8 +10,18 @@ class VectorSearchConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.postgres.indexes import OpClass
+        from django.db.models import OrderBy
+        from django.db.models.functions import Collate
+        from django.db.models.indexes import IndexExpression
+
         from . import checks  # noqa: F401  (registers the system checks)
         from .operations import create_extension_before_migrate
+
+        # Operator classes on index expressions (HnswIndex(Cast(...), distance=...)) need
+        # OpClass registered as a wrapper, which django.contrib.postgres does only when it is
+        # installed; same call, same order as its AppConfig.
+        IndexExpression.register_wrappers(OrderBy, OpClass, Collate)
 
         # Sent once per migrate run with this app as sender, before any migration is applied.
         pre_migrate.connect(

@@ -40,8 +40,15 @@ def check_vector_indexes(
 ) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
     for model in _models(app_configs):
-        for index in vector_indexes(model):
-            errors.extend(_check_index(model, index))
+        errors.extend(check_model_indexes(model))
+    return errors
+
+
+def check_model_indexes(model: Any) -> list[checks.CheckMessage]:
+    """The problems of one model's HNSW/IVFFlat indexes."""
+    errors: list[checks.CheckMessage] = []
+    for index in vector_indexes(model):
+        errors.extend(_check_index(model, index))
     return errors
 
 
@@ -119,7 +126,9 @@ def _check_index(model: Any, index: Any) -> list[checks.CheckMessage]:
 
 
 @checks.register()
-def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     try:
         get_settings()
     except ImproperlyConfigured as e:

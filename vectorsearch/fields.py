@@ -37,7 +37,12 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 # pgvector's limits on a column's declared size (pgvector 0.8).
-MAX_DIMENSIONS = {"vector": 16_000, "halfvec": 16_000, "sparsevec": 1_000_000_000, "bit": 83_886_080}
+MAX_DIMENSIONS = {
+    "vector": 16_000,
+    "halfvec": 16_000,
+    "sparsevec": 1_000_000_000,
+    "bit": 83_886_080,
+}
 # A sparsevec may store at most this many non-zero elements.
 SPARSEVEC_MAX_NNZ = 16_000
 
@@ -167,7 +172,8 @@ def validate_sparse(value: Any, *, dimensions: int | None) -> SparseVector:
             dimensions=value.dimensions(),
         )
     _check_elements(np.asarray(value.values(), dtype=np.float64), "sparsevec", FLOAT32_MAX)
-    return value
+    checked: SparseVector = value
+    return checked
 
 
 def validate_bits(value: Any, *, length: int | None) -> str:
@@ -187,9 +193,7 @@ def validate_bits(value: Any, *, length: int | None) -> str:
     elif isinstance(value, Sequence | np.ndarray):
         text = "".join("1" if bit else "0" for bit in np.asarray(value, dtype=bool).ravel())
     else:
-        raise _invalid(
-            "Enter a bit string such as 0101, or a list of booleans.", "invalid"
-        )
+        raise _invalid("Enter a bit string such as 0101, or a list of booleans.", "invalid")
     _check_length(len(text), length, "bit string")
     return text
 
@@ -218,10 +222,15 @@ class _ValidatedMixin:
             return super().get_prep_value(value)  # type: ignore[misc]
         return super().get_prep_value(self._validated(value))  # type: ignore[misc]
 
-    def formfield(self, **kwargs: Any) -> forms.Field:
-        defaults: dict[str, Any] = {"form_class": self.form_class, "dimensions": self._size()}
-        defaults.update(kwargs)
-        return super().formfield(**defaults)  # type: ignore[misc, no-any-return]
+    def formfield(
+        self, form_class: Any = None, choices_form_class: Any = None, **kwargs: Any
+    ) -> forms.Field:
+        kwargs.setdefault("dimensions", self._size())
+        return super().formfield(  # type: ignore[misc, no-any-return]
+            form_class=form_class or self.form_class,
+            choices_form_class=choices_form_class,
+            **kwargs,
+        )
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors: list[checks.CheckMessage] = super().check(**kwargs)  # type: ignore[misc]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from django.contrib.postgres.indexes import OpClass, PostgresIndex
+from django.contrib.postgres.indexes import OpClass
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.backends.ddl_references import Statement
 from django.db.models import Model
@@ -42,9 +42,11 @@ class VectorIndexMixin:
 
     method: IndexMethod
     distance: Distance | None
-    fields: list[str]
-    expressions: tuple[Any, ...]
-    opclasses: tuple[str, ...]
+    # Set by django's Index, which the concrete classes also inherit from.
+    fields: Any
+    fields_orders: Any
+    expressions: Any
+    opclasses: Any
 
     def _init_distance(self, distance: Distance | str | None, kwargs: dict[str, Any]) -> None:
         if distance is not None and kwargs.get("opclasses"):
@@ -68,10 +70,9 @@ class VectorIndexMixin:
                 return OPCLASS_DISTANCES[opclass]
         for expression in self.expressions:
             if isinstance(expression, OpClass):
-                name = expression.template % {"name": expression.name, "expressions": ""}
-                for opclass, distance in OPCLASS_DISTANCES.items():
-                    if name.strip().endswith(opclass):
-                        return distance
+                name = expression.extra.get("name")
+                if name in OPCLASS_DISTANCES:
+                    return OPCLASS_DISTANCES[name]
         return None
 
     def _with_opclasses(self, model: type[Model]) -> Any:
@@ -80,7 +81,10 @@ class VectorIndexMixin:
             return self
         index = copy.copy(self)
         if self.fields:
-            types = [vector_type_of(model._meta.get_field(name)) for name, _ in index.fields_orders]  # type: ignore[attr-defined]
+            types = [
+                vector_type_of(model._meta.get_field(name))  # type: ignore[arg-type]
+                for name, _ in index.fields_orders
+            ]
             index.opclasses = tuple(
                 self.distance.opclass(vtype or "vector", self.method) for vtype in types
             )
@@ -95,7 +99,7 @@ class VectorIndexMixin:
         return index
 
 
-class HnswIndex(VectorIndexMixin, pgvector_django.HnswIndex):  # type: ignore[misc]
+class HnswIndex(VectorIndexMixin, pgvector_django.HnswIndex):
     """An HNSW index: ``HnswIndex(fields=["embedding"], distance="cosine", m=16, ef_construction=64)``.
 
     ``m`` (2-100) and ``ef_construction`` (4-1000, at least ``2 * m``) default to pgvector's 16 and
@@ -127,13 +131,17 @@ class HnswIndex(VectorIndexMixin, pgvector_django.HnswIndex):  # type: ignore[mi
         return path, args, kwargs
 
     def create_sql(
-        self, model: type[Model], schema_editor: BaseDatabaseSchemaEditor, using: str = "", **kwargs: Any
+        self,
+        model: type[Model],
+        schema_editor: BaseDatabaseSchemaEditor,
+        using: str = "",
+        **kwargs: Any,
     ) -> Statement:
         index = self._with_opclasses(model)
-        return super(HnswIndex, index).create_sql(model, schema_editor, using=using, **kwargs)  # type: ignore[no-any-return]
+        return super(HnswIndex, index).create_sql(model, schema_editor, using=using, **kwargs)
 
 
-class IvfflatIndex(VectorIndexMixin, pgvector_django.IvfflatIndex):  # type: ignore[misc]
+class IvfflatIndex(VectorIndexMixin, pgvector_django.IvfflatIndex):
     """An IVFFlat index: ``IvfflatIndex(fields=["embedding"], distance="l2", lists=100)``.
 
     Build it after the table has data: its lists are computed from the rows present.
@@ -158,10 +166,14 @@ class IvfflatIndex(VectorIndexMixin, pgvector_django.IvfflatIndex):  # type: ign
         return path, args, kwargs
 
     def create_sql(
-        self, model: type[Model], schema_editor: BaseDatabaseSchemaEditor, using: str = "", **kwargs: Any
+        self,
+        model: type[Model],
+        schema_editor: BaseDatabaseSchemaEditor,
+        using: str = "",
+        **kwargs: Any,
     ) -> Statement:
         index = self._with_opclasses(model)
-        return super(IvfflatIndex, index).create_sql(model, schema_editor, using=using, **kwargs)  # type: ignore[no-any-return]
+        return super(IvfflatIndex, index).create_sql(model, schema_editor, using=using, **kwargs)
 
 
 def vector_indexes(model: type[Model]) -> list[Any]:
@@ -181,7 +193,7 @@ def index_distance(index: Any, model: type[Model]) -> Distance | None:
     """The distance ``index`` serves, whichever library declared it."""
     if isinstance(index, VectorIndexMixin):
         return index.distance_for(model)
-    return VectorIndexMixin.distance_for(index, model)  # type: ignore[arg-type]
+    return VectorIndexMixin.distance_for(index, model)
 
 
 def index_field_names(index: Any, model: type[Model]) -> list[str]:
@@ -202,5 +214,7 @@ def _referenced_fields(expression: Any) -> list[str]:
         node = stack.pop()
         if isinstance(node, Col):
             found.append(node.target.name)
-        stack.extend(node.get_source_expressions() if hasattr(node, "get_source_expressions") else [])
+        stack.extend(
+            node.get_source_expressions() if hasattr(node, "get_source_expressions") else []
+        )
     return found

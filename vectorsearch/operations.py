@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import ProjectState
@@ -56,7 +56,8 @@ def ensure_vector_extension(connection: BaseDatabaseWrapper) -> bool:
     if connection.vendor != "postgresql" or extension_version(connection) is not None:
         return False
     try:
-        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        # One statement: atomic by itself under autocommit, as migrate runs it.
+        with connection.cursor() as cursor:
             cursor.execute(CREATE_SQL)
     except DatabaseError as e:
         raise _extension_error(connection, e) from e
@@ -88,7 +89,7 @@ def create_extension_before_migrate(*, using: str, **kwargs: Any) -> None:
         ensure_vector_extension(connections[using])
 
 
-class VectorExtension(pgvector_django.VectorExtension):  # type: ignore[misc]
+class VectorExtension(pgvector_django.VectorExtension):
     """``CREATE EXTENSION vector`` as a migration operation, with an actionable error.
 
     Rarely needed: with ``vectorsearch`` installed, ``migrate`` creates the extension itself.

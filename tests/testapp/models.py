@@ -49,7 +49,9 @@ class Item(models.Model):
     class Meta:
         indexes = [
             HnswIndex(fields=["embedding"], distance="l2", name="item_embedding_l2"),
-            IvfflatIndex(fields=["half_embedding"], distance="inner_product", lists=1, name="item_half_ip"),
+            IvfflatIndex(
+                fields=["half_embedding"], distance="inner_product", lists=1, name="item_half_ip"
+            ),
             HnswIndex(fields=["sparse_embedding"], distance="l1", name="item_sparse_l1"),
             HnswIndex(fields=["binary_embedding"], distance="jaccard", name="item_bits_jaccard"),
         ]

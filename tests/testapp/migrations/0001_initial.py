@@ -2,52 +2,102 @@
 
 import pgvector.django.indexes
 import pgvector.django.vector
+from django.db import migrations, models
+
 import vectorsearch.fields
 import vectorsearch.indexes
-from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Document',
+            name="Document",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('content', models.TextField()),
-                ('embedding', vectorsearch.fields.VectorField(dimensions=3)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("content", models.TextField()),
+                ("embedding", vectorsearch.fields.VectorField(dimensions=3)),
             ],
             options={
-                'indexes': [vectorsearch.indexes.HnswIndex(distance='cosine', ef_construction=64, fields=['embedding'], m=16, name='document_embedding_hnsw')],
+                "indexes": [
+                    vectorsearch.indexes.HnswIndex(
+                        distance="cosine",
+                        ef_construction=64,
+                        fields=["embedding"],
+                        m=16,
+                        name="document_embedding_hnsw",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Item',
+            name="Item",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(blank=True, max_length=50)),
-                ('embedding', vectorsearch.fields.VectorField(blank=True, dimensions=3, null=True)),
-                ('half_embedding', vectorsearch.fields.HalfVectorField(blank=True, dimensions=3, null=True)),
-                ('sparse_embedding', vectorsearch.fields.SparseVectorField(blank=True, dimensions=3, null=True)),
-                ('binary_embedding', vectorsearch.fields.BitField(blank=True, length=3, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=50)),
+                ("embedding", vectorsearch.fields.VectorField(blank=True, dimensions=3, null=True)),
+                (
+                    "half_embedding",
+                    vectorsearch.fields.HalfVectorField(blank=True, dimensions=3, null=True),
+                ),
+                (
+                    "sparse_embedding",
+                    vectorsearch.fields.SparseVectorField(blank=True, dimensions=3, null=True),
+                ),
+                ("binary_embedding", vectorsearch.fields.BitField(blank=True, length=3, null=True)),
             ],
             options={
-                'indexes': [vectorsearch.indexes.HnswIndex(distance='l2', fields=['embedding'], name='item_embedding_l2'), vectorsearch.indexes.IvfflatIndex(distance='inner_product', fields=['half_embedding'], lists=1, name='item_half_ip'), vectorsearch.indexes.HnswIndex(distance='l1', fields=['sparse_embedding'], name='item_sparse_l1'), vectorsearch.indexes.HnswIndex(distance='jaccard', fields=['binary_embedding'], name='item_bits_jaccard')],
+                "indexes": [
+                    vectorsearch.indexes.HnswIndex(
+                        distance="l2", fields=["embedding"], name="item_embedding_l2"
+                    ),
+                    vectorsearch.indexes.IvfflatIndex(
+                        distance="inner_product",
+                        fields=["half_embedding"],
+                        lists=1,
+                        name="item_half_ip",
+                    ),
+                    vectorsearch.indexes.HnswIndex(
+                        distance="l1", fields=["sparse_embedding"], name="item_sparse_l1"
+                    ),
+                    vectorsearch.indexes.HnswIndex(
+                        distance="jaccard", fields=["binary_embedding"], name="item_bits_jaccard"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LegacyItem',
+            name="LegacyItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('embedding', pgvector.django.vector.VectorField(dimensions=3, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("embedding", pgvector.django.vector.VectorField(dimensions=3, null=True)),
             ],
             options={
-                'indexes': [pgvector.django.indexes.HnswIndex(fields=['embedding'], name='legacy_embedding_hnsw', opclasses=['vector_ip_ops'])],
+                "indexes": [
+                    pgvector.django.indexes.HnswIndex(
+                        fields=["embedding"],
+                        name="legacy_embedding_hnsw",
+                        opclasses=["vector_ip_ops"],
+                    )
+                ],
             },
         ),
     ]

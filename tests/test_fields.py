@@ -1,0 +1,187 @@
+import numpy as np
+import pytest
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from pgvector import Bit, HalfVector, SparseVector, Vector
+
+from tests.testapp.models import Document, Item
+from vectorsearch import BitField, HalfVectorField, SparseVectorField, VectorField
+
+BAD_VECTORS = [
+    ([1.0, 2.0], "Expected a vector of 3 dimensions, got 2."),
+    ([1.0, 2.0, 3.0, 4.0], "Expected a vector of 3 dimensions, got 4."),
+    ([1.0, float("nan"), 3.0], "Element 1 of the vector is NaN (not a number)."),
+    ([float("inf"), 2.0, 3.0], "Element 0 of the vector is infinite."),
+    ([1.0, 2.0, float("-inf")], "Element 2 of the vector is infinite."),
+    ([1.0, 2.0, 1e39], "Element 2 of the vector is 1e+39, outside the range a vector can store"),
+    ("[1, two, 3]", 'Element 1 of the vector is not a number: "two".'),
+    ([[1.0, 2.0, 3.0]], "must be a flat list of numbers"),
+    ([], "Expected a vector of 3 dimensions, got 0."),
+]
+
+
+@pytest.mark.parametrize(("value", "message"), BAD_VECTORS)
+def test_full_clean_names_the_problem_and_position(value, message):
+    doc = Document(content="x", embedding=value)
+    with pytest.raises(ValidationError) as info:
+        doc.full_clean()
+    assert message in " ".join(info.value.message_dict["embedding"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("value", "message"), BAD_VECTORS)
+def test_save_without_full_clean_is_stopped_before_the_database(
+    value, message, django_assert_num_queries
+):
+    # The savepoint's own queries stay outside the count.
+    with pytest.raises(ValidationError, match="vector"), transaction.atomic():  # noqa: SIM117
+        with django_assert_num_queries(0):
+            Document(content="x", embedding=value).save()
+    assert Document.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [1, 2, 3],
+        (1, 2, 3),
+        np.array([1, 2, 3], dtype=np.float32),
+        np.array([1, 2, 3], dtype=np.float64),
+        Vector([1, 2, 3]),
+        "[1, 2, 3]",
+        " 1,2,3 ",
+    ],
+)
+def test_lists_arrays_and_text_are_accepted(value):
+    cleaned = VectorField(dimensions=3).clean(value, None)
+    assert cleaned == [1.0, 2.0, 3.0]
+    assert type(cleaned) is list
+
+
+@pytest.mark.django_db
+def test_numpy_arrays_round_trip_as_lists_like_pgvector_django():
+    doc = Document.objects.create(content="x", embedding=np.array([0.5, 0.25, 0.125]))
+    doc.refresh_from_db()
+    assert doc.embedding == [0.5, 0.25, 0.125]
+    assert type(doc.embedding) is list
+
+
+def test_float32_limits():
+    field = VectorField(dimensions=2)
+    assert field.clean([3.4e38, -3.4e38], None) == [3.4e38, -3.4e38]
+    with pytest.raises(ValidationError, match=r"Element 1 of the vector is -3\.5e\+38"):
+        field.clean([0, -3.5e38], None)
+
+
+def test_halfvec_range_is_float16():
+    field = HalfVectorField(dimensions=2)
+    assert field.clean([65504, -1], None) == [65504.0, -1.0]
+    with pytest.raises(
+        ValidationError, match="Element 0 of the halfvec is 70000, outside the range"
+    ):
+        field.clean([70000, 1], None)
+
+
+def test_sparsevec_validation():
+    field = SparseVectorField(dimensions=5)
+    assert field.clean("{1:0.5,3:2}/5", None).to_list() == [0.5, 0, 2, 0, 0]
+    assert field.clean([0, 1, 0, 0, 0], None).indices() == [1]
+    with pytest.raises(ValidationError, match="Expected a sparsevec of 5 dimensions, got 3"):
+        field.clean(SparseVector([1, 0, 0]), None)
+    with pytest.raises(ValidationError, match="Element 0 of the sparsevec is NaN"):
+        field.clean(SparseVector({0: float("nan")}, 5), None)
+    with pytest.raises(ValidationError, match="Enter a sparsevec as"):
+        field.clean("{1:0.5", None)
+
+
+def test_bit_validation():
+    field = BitField(length=4)
+    assert field.clean("1010", None) == "1010"
+    assert field.clean([True, False, True, False], None) == "1010"
+    assert field.clean(np.array([1, 0, 1, 0], dtype=bool), None) == "1010"
+    assert field.clean(Bit("1010"), None) == "1010"
+    with pytest.raises(ValidationError, match='Character 2 of the bit string is "2"'):
+        field.clean("1020", None)
+    with pytest.raises(ValidationError, match="Expected a bit string of 4 dimensions, got 3"):
+        field.clean("101", None)
+
+
+@pytest.mark.django_db
+def test_every_type_stores_and_reads_back_what_pgvector_django_returns():
+    item = Item.objects.create(
+        embedding=np.array([1, 2, 3]),
+        half_embedding=[1, 2, 3],
+        sparse_embedding=SparseVector([1, 0, 3]),
+        binary_embedding="101",
+    )
+    item = Item.objects.get(pk=item.pk)
+    assert item.embedding == [1.0, 2.0, 3.0]
+    assert isinstance(item.half_embedding, HalfVector | list)
+    half = item.half_embedding
+    assert (half.to_list() if isinstance(half, HalfVector) else half) == [1.0, 2.0, 3.0]
+    assert item.sparse_embedding.to_list() == [1.0, 0.0, 3.0]
+    assert item.binary_embedding == "101"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT embedding::text, sparse_embedding::text FROM testapp_item")
+        assert cursor.fetchone() == ("[1,2,3]", "{1:1,3:3}/3")
+
+
+class DocumentForm(forms.ModelForm):
+    class Meta:
+        model = Document
+        fields = ["content", "embedding"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "Expected a vector of 3 dimensions, got 2."),
+        ("[1, nan, 2]", "Element 1 of the vector is NaN (not a number)."),
+        ("[inf, 1, 2]", "Element 0 of the vector is infinite."),
+        ("[1, 2, 1e40]", "Element 2 of the vector is 1e+40"),
+        ("[a, b, c]", 'Element 0 of the vector is not a number: "a".'),
+    ],
+)
+def test_model_form_reports_bad_vectors_as_field_errors(text, message):
+    form = DocumentForm(data={"content": "x", "embedding": text})
+    assert not form.is_valid()
+    assert message in " ".join(form.errors["embedding"])
+
+
+def test_model_form_parses_and_renders_vectors():
+    form = DocumentForm(data={"content": "x", "embedding": "[0.5, 0.25, 1]"})
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["embedding"] == [0.5, 0.25, 1.0]
+    rendered = DocumentForm(instance=Document(content="x", embedding=[0.5, 0.25, 1.0])).as_p()
+    assert 'value="[0.5, 0.25, 1]"' in rendered
+
+
+def test_required_vector_form_field_rejects_empty_input():
+    form = DocumentForm(data={"content": "x", "embedding": "  "})
+    assert not form.is_valid()
+    assert form.errors["embedding"] == ["This field is required."]
+
+
+def test_fields_check_their_declared_size():
+    field = VectorField(dimensions=20_000)
+    field.set_attributes_from_name("embedding")
+    errors = [e.id for e in field.check()]
+    assert errors == ["vectorsearch.E001"]
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        (VectorField(dimensions=3, null=True), {"dimensions": 3, "null": True}),
+        (HalfVectorField(dimensions=8), {"dimensions": 8}),
+        (SparseVectorField(), {}),
+        (BitField(length=64), {"length": 64}),
+    ],
+)
+def test_field_deconstruct_round_trips(field, kwargs):
+    _, path, args, found = field.deconstruct()
+    assert path.startswith("vectorsearch.fields.")
+    assert found == kwargs
+    clone = type(field)(*args, **found)
+    assert clone.deconstruct()[1:] == (path, args, kwargs)
