@@ -11,6 +11,7 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-not-secret")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 USE_TZ = True
+TIME_ZONE = "UTC"
 
 # $DATABASE_URL when set, else an embedded PostgreSQL + pgvector in .pgdata/ (git-ignored).
 DATABASES = {"default": database_settings(BASE_DIR / ".pgdata", CONN_MAX_AGE=60)}

@@ -59,6 +59,14 @@ def test_lists_arrays_and_text_are_accepted(value):
     assert type(cleaned) is list
 
 
+def test_full_clean_accepts_numpy_arrays_in_blank_fields():
+    item = Item(embedding=np.array([1.0, 2.0, 3.0]), half_embedding=np.array([1, 2, 3]))
+    item.full_clean()
+    assert item.embedding == [1.0, 2.0, 3.0]
+    with pytest.raises(ValidationError, match="Element 0 of the vector is NaN"):
+        Item(embedding=np.array([np.nan, 1, 2])).full_clean()
+
+
 @pytest.mark.django_db
 def test_numpy_arrays_round_trip_as_lists_like_pgvector_django():
     doc = Document.objects.create(content="x", embedding=np.array([0.5, 0.25, 0.125]))

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from django import forms
-from django.core import checks
+from django.core import checks, validators
 from django.core.exceptions import ValidationError
 from django.db.models import Model
 from pgvector import Bit, HalfVector, SparseVector, Vector
@@ -198,11 +198,28 @@ def validate_bits(value: Any, *, length: int | None) -> str:
     return text
 
 
+class _EmptyValues(list[Any]):
+    """Django's EMPTY_VALUES, safe to test a numpy array against.
+
+    ``Model.clean_fields()`` asks ``value in field.empty_values``; with a plain list, comparing a
+    numpy array to ``[]`` raises "the truth value of an array is ambiguous".
+    """
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, np.ndarray):
+            return value.size == 0
+        return super().__contains__(value)
+
+
+EMPTY_VALUES = _EmptyValues(validators.EMPTY_VALUES)
+
+
 class _ValidatedMixin:
     """What the four model fields share: validation in clean() and before every write."""
 
     vector_type: ClassVar[str]
     form_class: ClassVar[type[forms.Field]]
+    empty_values: Sequence[Any] = EMPTY_VALUES
 
     def _validated(self, value: Any) -> Any:
         raise NotImplementedError
@@ -337,6 +354,7 @@ class VectorWidget(forms.TextInput):
 
 class _VectorFormFieldMixin:
     vector_type: ClassVar[str]
+    empty_values: Sequence[Any] = EMPTY_VALUES
 
     def __init__(self, *, dimensions: int | None = None, **kwargs: Any) -> None:
         self.dimensions = dimensions
@@ -345,7 +363,7 @@ class _VectorFormFieldMixin:
         super().__init__(**kwargs)
 
     def to_python(self, value: Any) -> Any:
-        if value in self.empty_values or (isinstance(value, str) and not value.strip()):  # type: ignore[attr-defined]
+        if value in self.empty_values or (isinstance(value, str) and not value.strip()):
             return None
         return self._validated(value)
 
