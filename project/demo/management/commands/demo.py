@@ -12,9 +12,10 @@ from django.core.management.base import BaseCommand, CommandParser
 from project.demo.models import Article
 
 SAMPLE = [
-    ("This is a document about cats", "animals", [0.1, 0.2, 0.7]),
-    ("This is a document about dogs", "animals", [0.3, 0.5, 0.2]),
-    ("This is a document about cars", "vehicles", [0.8, 0.1, 0.1]),
+    # (animals, vehicles, food)
+    ("This is a document about cats", "animals", [0.9, 0.0, 0.2]),
+    ("This is a document about dogs", "animals", [0.95, 0.1, 0.1]),
+    ("This is a document about cars", "vehicles", [0.0, 1.0, 0.05]),
     ("Feeding a kitten", "animals", [0.8, 0.05, 0.6]),
     ("Training a sheepdog", "animals", [0.95, 0.2, 0.05]),
     ("The migration of swallows", "animals", [0.9, 0.3, 0.0]),
