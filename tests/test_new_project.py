@@ -32,6 +32,23 @@ class Product(models.Model):
         indexes = [HnswIndex(fields=["embedding"], distance="cosine", name="product_embedding")]
 """
 
+CONCURRENT_MIGRATION = """
+from django.contrib.postgres.operations import AddIndexConcurrently
+from django.db import migrations
+
+from vectorsearch import HnswIndex
+
+
+class Migration(migrations.Migration):
+    atomic = False
+    dependencies = [("shop", "0001_initial")]
+    operations = [
+        AddIndexConcurrently(
+            "product", HnswIndex(fields=["embedding"], distance="l2", name="product_embedding_l2")
+        ),
+    ]
+"""
+
 QUERY = """
 from shop.models import Product
 Product.objects.create(name="cats", embedding=[0.1, 0.2, 0.7])
@@ -89,3 +106,15 @@ def test_startproject_makemigrations_migrate_on_a_database_without_the_extension
 
     found = _run([sys.executable, "manage.py", "shell", "-c", QUERY], cwd=tmp_path)
     assert found.strip().splitlines()[-1] == "['cats', 'cars']"
+
+    # A second index, built CONCURRENTLY on the now non-empty table, as docs/ describes.
+    (tmp_path / "shop" / "migrations" / "0002_concurrent.py").write_text(CONCURRENT_MIGRATION)
+    migrated = _run([sys.executable, "manage.py", "migrate"], cwd=tmp_path)
+    assert "Applying shop.0002_concurrent... OK" in migrated
+    with psycopg.connect(admin_conninfo(empty_database)) as conn:
+        (indexdef, valid) = conn.execute(
+            "SELECT pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'product_embedding_l2'"
+        ).fetchone()
+    assert "USING hnsw (embedding vector_l2_ops)" in indexdef
+    assert valid is True
