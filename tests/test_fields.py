@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
-from pgvector import Bit, HalfVector, SparseVector, Vector
+from django.db import connection, models, transaction
+from django.test.utils import isolate_apps
+from pgvector import Bit, SparseVector, Vector
 
 from tests.testapp.models import Document, Item
-from vectorsearch import BitField, HalfVectorField, SparseVectorField, VectorField
+from vectorsearch import BitField, HalfVectorField, HnswIndex, SparseVectorField, VectorField
 
 BAD_VECTORS = [
     ([1.0, 2.0], "Expected a vector of 3 dimensions, got 2."),
@@ -125,9 +126,7 @@ def test_every_type_stores_and_reads_back_what_pgvector_django_returns():
     )
     item = Item.objects.get(pk=item.pk)
     assert item.embedding == [1.0, 2.0, 3.0]
-    assert isinstance(item.half_embedding, HalfVector | list)
-    half = item.half_embedding
-    assert (half.to_list() if isinstance(half, HalfVector) else half) == [1.0, 2.0, 3.0]
+    assert item.half_embedding == [1.0, 2.0, 3.0]  # pgvector.django 0.5 reads halfvec as a list
     assert item.sparse_embedding.to_list() == [1.0, 0.0, 3.0]
     assert item.binary_embedding == "101"
     with connection.cursor() as cursor:
@@ -193,3 +192,121 @@ def test_field_deconstruct_round_trips(field, kwargs):
     assert found == kwargs
     clone = type(field)(*args, **found)
     assert clone.deconstruct()[1:] == (path, args, kwargs)
+
+
+@pytest.mark.django_db
+def test_a_bad_vector_in_save_leaves_the_callers_transaction_usable():
+    with transaction.atomic():
+        with pytest.raises(ValidationError) as info:
+            Document.objects.create(content="x", embedding=[1, float("nan"), 2])
+        assert info.value.message_dict == {
+            "embedding": ["Element 1 of the vector is NaN (not a number)."]
+        }
+        Document.objects.create(content="still fine", embedding=[1, 2, 3])
+    assert Document.objects.get().content == "still fine"
+
+
+@pytest.mark.django_db
+def test_update_and_bulk_create_are_checked_too():
+    doc = Document.objects.create(content="x", embedding=[1, 2, 3])
+    with pytest.raises(ValidationError, match="Element 0 of the vector is infinite"):
+        Document.objects.filter(pk=doc.pk).update(embedding=[float("inf"), 1, 2])
+    with pytest.raises(ValidationError, match="Expected a vector of 3 dimensions, got 1"):
+        Document.objects.bulk_create([Document(content="y", embedding=[1])])
+
+
+@pytest.mark.django_db
+def test_a_form_posted_back_unchanged_keeps_every_digit():
+    doc = Document.objects.create(content="x", embedding=[0.123456789, 1.23456789e-5, 12345.6789])
+    doc.refresh_from_db()
+    rendered = DocumentForm(instance=doc)["embedding"].value()
+    text = DocumentForm(instance=doc)["embedding"].as_widget()
+    form = DocumentForm(
+        instance=doc, data={"content": "y", "embedding": text.split('value="')[1].split('"')[0]}
+    )
+    assert form.is_valid(), form.errors
+    assert form.changed_data == ["content"]
+    form.save()
+    stored = Document.objects.get(pk=doc.pk).embedding
+    assert stored == doc.embedding
+    assert rendered == doc.embedding
+
+
+def test_has_changed_with_a_numpy_instance_value():
+    instance = Document(content="x", embedding=np.array([1.0, 2.0, 3.0]))
+    same = DocumentForm(instance=instance, data={"content": "x", "embedding": "[1, 2.0, 3]"})
+    other = DocumentForm(instance=instance, data={"content": "x", "embedding": "[1, 2, 4]"})
+    assert same.changed_data == []
+    assert other.changed_data == ["embedding"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["0", "0", "0", "1"], 'Element 0 of the bit string is "0"; use True/False or 1/0.'),
+        ([2, 0, 1, 1], "Element 0 of the bit string is 2"),
+        (np.array([1.5, 0, 0, 1]), "Element 0 of the bit string is 1.5"),
+        (np.array([[1, 0], [1, 0]]), "must be a flat list of booleans"),
+        (b"1010", "Enter a bit string such as 0101"),
+    ],
+)
+def test_bits_are_never_coerced_from_other_values(value, message):
+    with pytest.raises(ValidationError) as info:
+        BitField(length=4).clean(value, None)
+    assert message in info.value.messages[0]
+
+
+def test_integer_and_uint8_bits_are_accepted():
+    assert BitField(length=3).clean([1, 0, 1], None) == "101"
+    assert BitField(length=3).clean(np.array([1, 0, 1], dtype=np.uint8), None) == "101"
+
+
+def test_sparsevec_duplicate_indices_are_rejected():
+    with pytest.raises(ValidationError, match="A sparsevec index appears twice"):
+        SparseVectorField(dimensions=3).clean("{1:1,1:2}/3", None)
+
+
+def test_undeclared_sizes_are_held_to_pgvectors_limits():
+    with pytest.raises(
+        ValidationError, match="A vector holds at most 16,000 dimensions, got 16,001"
+    ):
+        VectorField().clean([0.5] * 16_001, None)
+    with pytest.raises(ValidationError, match="A halfvec holds at most 16,000 dimensions"):
+        HalfVectorField().clean([0.5] * 16_001, None)
+
+
+def test_empty_list_is_invalid_even_when_blank_is_allowed():
+    with pytest.raises(ValidationError, match="Expected a vector of 3 dimensions, got 0"):
+        Item(embedding=[]).full_clean()
+
+
+def test_complex_numbers_are_rejected():
+    with pytest.raises(ValidationError, match="Enter a vector as a list of numbers"):
+        VectorField(dimensions=2).clean(np.array([1 + 2j, 0]), None)
+
+
+@isolate_apps("tests.testapp")
+def test_hnsw_indexed_sparse_vectors_hold_at_most_1000_nonzeros():
+    class Sparse(models.Model):
+        indexed = SparseVectorField(dimensions=2000)
+        plain = SparseVectorField(dimensions=2000)
+
+        class Meta:
+            app_label = "testapp"
+            indexes = [HnswIndex(fields=["indexed"], distance="l2", name="sparse_hnsw")]
+
+    many = SparseVector({i: 1.0 for i in range(1001)}, 2000)
+    assert Sparse._meta.get_field("plain").clean(many, None) == many
+    with pytest.raises(ValidationError, match="in an HNSW-indexed column may have at most 1,000"):
+        Sparse._meta.get_field("indexed").clean(many, None)
+
+
+def test_size_must_be_a_whole_number_and_bits_need_a_length():
+    field = VectorField(dimensions="3")
+    field.set_attributes_from_name("embedding")
+    assert [e.id for e in field.check()] == ["vectorsearch.E001"]
+    bits = BitField()
+    bits.set_attributes_from_name("bits")
+    (warning,) = bits.check()
+    assert warning.id == "vectorsearch.W002"
+    assert "bit(1)" in warning.msg

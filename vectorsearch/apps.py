@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.db.models.signals import pre_migrate
+from django.db.models.signals import pre_migrate, pre_save
 
 
 class VectorSearchConfig(AppConfig):
@@ -16,6 +16,7 @@ class VectorSearchConfig(AppConfig):
         from django.db.models.indexes import IndexExpression
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from .fields import check_vectors_before_save
         from .operations import create_extension_before_migrate
 
         # Operator classes on index expressions (HnswIndex(Cast(...), distance=...)) need
@@ -23,6 +24,7 @@ class VectorSearchConfig(AppConfig):
         # installed; same call, same order as its AppConfig.
         IndexExpression.register_wrappers(OrderBy, OpClass, Collate)
 
+        pre_save.connect(check_vectors_before_save, dispatch_uid="vectorsearch.check_vectors")
         # Sent once per migrate run with this app as sender, before any migration is applied.
         pre_migrate.connect(
             create_extension_before_migrate,

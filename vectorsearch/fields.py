@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 from django import forms
-from django.core import checks, validators
+from django.core import checks
 from django.core.exceptions import ValidationError
 from django.db.models import Model
+from django.utils.functional import cached_property
 from pgvector import Bit, HalfVector, SparseVector, Vector
 from pgvector import django as pgvector_django
 
@@ -45,6 +46,7 @@ MAX_DIMENSIONS = {
 }
 # A sparsevec may store at most this many non-zero elements.
 SPARSEVEC_MAX_NNZ = 16_000
+SPARSEVEC_HNSW_MAX_NNZ = 1_000
 
 
 def _invalid(message: str, code: str, **params: Any) -> ValidationError:
@@ -58,6 +60,8 @@ def _dense_array(value: Any, vector_type: str) -> np.ndarray[Any, Any]:
     if isinstance(value, str):
         value = _parse_text(value, vector_type)
     try:
+        if np.iscomplexobj(value):
+            raise TypeError("complex numbers")
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise _invalid(
@@ -120,6 +124,15 @@ def _check_elements(array: np.ndarray[Any, Any], vector_type: str, limit: float)
 
 
 def _check_length(actual: int, expected: int | None, vector_type: str) -> None:
+    limit = MAX_DIMENSIONS.get(vector_type.split()[0], MAX_DIMENSIONS["bit"])
+    if expected is None and actual > limit:
+        raise _invalid(
+            "A %(type)s holds at most %(limit)s dimensions, got %(actual)s.",
+            "too_many_dimensions",
+            type=vector_type,
+            limit=f"{limit:,}",
+            actual=f"{actual:,}",
+        )
     if expected is not None and actual != expected:
         raise _invalid(
             "Expected a %(type)s of %(expected)s dimensions, got %(actual)s.",
@@ -143,7 +156,9 @@ def validate_dense(value: Any, *, vector_type: str, dimensions: int | None) -> l
     return [float(x) for x in array]
 
 
-def validate_sparse(value: Any, *, dimensions: int | None) -> SparseVector:
+def validate_sparse(
+    value: Any, *, dimensions: int | None, max_nonzeros: int = SPARSEVEC_MAX_NNZ
+) -> SparseVector:
     """Check a sparse vector (SparseVector, dense list/array or ``{i:v,...}/n`` text)."""
     if isinstance(value, str):
         try:
@@ -158,13 +173,17 @@ def validate_sparse(value: Any, *, dimensions: int | None) -> SparseVector:
         value = SparseVector(_dense_array(value, "sparsevec"))
     _check_length(value.dimensions(), dimensions, "sparsevec")
     indices = value.indices()
-    if len(indices) > SPARSEVEC_MAX_NNZ:
+    if len(indices) > max_nonzeros:
+        where = "in an HNSW-indexed column " if max_nonzeros < SPARSEVEC_MAX_NNZ else ""
         raise _invalid(
-            "A sparsevec may have at most %(max)s non-zero elements, got %(nnz)s.",
+            "A sparsevec %(where)smay have at most %(max)s non-zero elements, got %(nnz)s.",
             "too_many_nonzeros",
-            max=SPARSEVEC_MAX_NNZ,
-            nnz=len(indices),
+            where=where,
+            max=f"{max_nonzeros:,}",
+            nnz=f"{len(indices):,}",
         )
+    if len(set(indices)) != len(indices):
+        raise _invalid("A sparsevec index appears twice.", "duplicate_index")
     if any(i < 0 or i >= value.dimensions() for i in indices):
         raise _invalid(
             "A sparsevec index is outside its %(dimensions)s dimensions.",
@@ -190,12 +209,35 @@ def validate_bits(value: Any, *, length: int | None) -> str:
                 position=position,
                 char=json.dumps(text[position]),
             )
-    elif isinstance(value, Sequence | np.ndarray):
-        text = "".join("1" if bit else "0" for bit in np.asarray(value, dtype=bool).ravel())
+    elif isinstance(value, Sequence | np.ndarray) and not isinstance(value, bytes | bytearray):
+        text = _bits_from_sequence(value)
     else:
         raise _invalid("Enter a bit string such as 0101, or a list of booleans.", "invalid")
     _check_length(len(text), length, "bit string")
     return text
+
+
+def _bits_from_sequence(value: Sequence[Any] | np.ndarray[Any, Any]) -> str:
+    """Booleans, or the integers 0 and 1, as a bit string; anything else is an error.
+
+    ``bool("0")`` is True and ``bool(2)`` is True: coercing would store the wrong bits.
+    """
+    array = np.asarray(value)
+    if array.ndim != 1:
+        raise _invalid(
+            "A bit string must be a flat list of booleans, not an array of shape %(shape)s.",
+            "invalid_shape",
+            shape=array.shape,
+        )
+    for position, bit in enumerate(array.tolist()):
+        if not (isinstance(bit, bool) or (isinstance(bit, int) and bit in (0, 1))):
+            raise _invalid(
+                "Element %(position)s of the bit string is %(item)s; use True/False or 1/0.",
+                "invalid",
+                position=position,
+                item=json.dumps(bit) if isinstance(bit, str) else repr(bit),
+            )
+    return "".join("1" if bit else "0" for bit in array.tolist())
 
 
 class _EmptyValues(list[Any]):
@@ -207,11 +249,13 @@ class _EmptyValues(list[Any]):
 
     def __contains__(self, value: object) -> bool:
         if isinstance(value, np.ndarray):
-            return value.size == 0
+            return False
         return super().__contains__(value)
 
 
-EMPTY_VALUES = _EmptyValues(validators.EMPTY_VALUES)
+# Only None and "" are blank: an empty list is not a missing vector but an invalid one, and must
+# not slip past full_clean() (blank=True) to fail in save().
+EMPTY_VALUES = _EmptyValues([None, ""])
 
 
 class _ValidatedMixin:
@@ -233,8 +277,8 @@ class _ValidatedMixin:
             self._validated(value)
 
     def get_prep_value(self, value: Any) -> Any:
-        # Nothing reaches the database unchecked: a NaN saved without full_clean() still gets a
-        # ValidationError here rather than a database error.
+        # Nothing reaches the database unchecked: a NaN written by update() or bulk_create()
+        # still gets a ValidationError here rather than a database error.
         if value is None or hasattr(value, "resolve_expression"):
             return super().get_prep_value(value)  # type: ignore[misc]
         return super().get_prep_value(self._validated(value))  # type: ignore[misc]
@@ -253,7 +297,16 @@ class _ValidatedMixin:
         errors: list[checks.CheckMessage] = super().check(**kwargs)  # type: ignore[misc]
         size = self._size()
         limit = MAX_DIMENSIONS[self.vector_type]
-        if size is not None and not 1 <= size <= limit:
+        keyword = "length" if self.vector_type == "bit" else "dimensions"
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+            errors.append(
+                checks.Error(
+                    f"{keyword} must be a whole number, not {size!r}.",
+                    obj=self,
+                    id="vectorsearch.E001",
+                )
+            )
+        elif size is not None and not 1 <= size <= limit:
             errors.append(
                 checks.Error(
                     f"A {self.vector_type} column holds 1 to {limit:,} dimensions, not {size:,}.",
@@ -261,7 +314,50 @@ class _ValidatedMixin:
                     id="vectorsearch.E001",
                 )
             )
+        if size is None and self.vector_type == "bit":
+            errors.append(
+                checks.Warning(
+                    "A BitField without length is a bit(1) column in PostgreSQL: it holds a "
+                    "single bit.",
+                    hint="Declare the length, e.g. BitField(length=1024).",
+                    obj=self,
+                    id="vectorsearch.W002",
+                )
+            )
         return errors
+
+
+def check_vectors_before_save(
+    sender: type[Model],
+    *,
+    instance: Model,
+    raw: bool = False,
+    update_fields: frozenset[str] | None = None,
+    **kwargs: Any,
+) -> None:
+    """``pre_save`` receiver: raise ValidationError for a bad vector before save() writes.
+
+    Django sends ``pre_save`` before it opens the save's transaction, so the error leaves the
+    caller's ``atomic()`` block usable; ``get_prep_value()`` checks again on the paths that send
+    no signal (``update()``, ``bulk_create()``, lookups, fixtures loaded ``raw``).
+    """
+    if raw:
+        return
+    errors: dict[str, list[ValidationError]] = {}
+    for field in sender._meta.concrete_fields:
+        if not isinstance(field, _ValidatedMixin):
+            continue
+        if update_fields is not None and field.name not in update_fields:
+            continue
+        value = getattr(instance, field.attname)
+        if value is None or hasattr(value, "resolve_expression"):
+            continue
+        try:
+            field._validated(value)
+        except ValidationError as e:
+            errors[field.name] = e.error_list
+    if errors:
+        raise ValidationError(errors)
 
 
 class VectorField(_ValidatedMixin, pgvector_django.VectorField):
@@ -311,7 +407,19 @@ class SparseVectorField(_ValidatedMixin, pgvector_django.SparseVectorField):
         return self.dimensions
 
     def _validated(self, value: Any) -> SparseVector:
-        return validate_sparse(value, dimensions=self.dimensions)
+        return validate_sparse(value, dimensions=self.dimensions, max_nonzeros=self._max_nonzeros)
+
+    @cached_property
+    def _max_nonzeros(self) -> int:
+        # An HNSW index on a sparsevec column takes at most 1,000 non-zero elements per row.
+        from .indexes import index_field_names, index_method, vector_indexes
+
+        model = getattr(self, "model", None)
+        if model is not None:
+            for index in vector_indexes(model):
+                if index_method(index) == "hnsw" and self.name in index_field_names(index, model):
+                    return SPARSEVEC_HNSW_MAX_NNZ
+        return SPARSEVEC_MAX_NNZ
 
     def to_python(self, value: Any) -> SparseVector | None:
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -349,7 +457,14 @@ class VectorWidget(forms.TextInput):
             return str(value.to_text())
         if isinstance(value, Vector | HalfVector):
             value = value.to_list()
-        return "[" + ", ".join(format(float(x), "g") for x in value) + "]"
+        # repr() is the shortest text that reads back as the same number: a form posted back
+        # unchanged stores exactly what was there.
+        return "[" + ", ".join(_number_text(x) for x in value) + "]"
+
+
+def _number_text(x: Any) -> str:
+    number = float(x)
+    return str(int(number)) if number.is_integer() and abs(number) < 1e16 else repr(number)
 
 
 class _VectorFormFieldMixin:
@@ -369,6 +484,26 @@ class _VectorFormFieldMixin:
 
     def _validated(self, value: Any) -> Any:
         return validate_dense(value, vector_type=self.vector_type, dimensions=self.dimensions)
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        # Compare values, not texts ("[1, 2]" and "[1.0, 2.0]" are the same vector), and never
+        # with ``!=`` on a numpy array, whose result has no single truth value.
+        try:
+            before = None if initial in self.empty_values else self._comparable(initial)
+            after = None if data in self.empty_values else self._comparable(data)
+        except ValidationError:
+            return True
+        return before != after
+
+    def _comparable(self, value: Any) -> Any:
+        cleaned = self._validated(value)
+        if isinstance(cleaned, list):
+            # What the column stores: float32 (or float16) numbers.
+            dtype = np.float16 if self.vector_type == "halfvec" else np.float32
+            return np.asarray(cleaned, dtype=dtype).tobytes()
+        if isinstance(cleaned, SparseVector):
+            return cleaned.to_text()
+        return cleaned
 
 
 class VectorFormField(_VectorFormFieldMixin, forms.CharField):
