@@ -2,10 +2,8 @@ import math
 
 import numpy as np
 import pytest
-from django.test import override_settings
 
 from tests.testapp.models import Item
-from vectorsearch.conf import get_settings
 from vectorsearch.distances import Distance, IndexMethod
 
 
@@ -66,20 +64,3 @@ def test_hamming_score_is_the_share_of_equal_bits():
     (item,) = Item.objects.similar_to("100", field="binary_embedding", distance="hamming")
     assert item.distance == 1
     assert math.isclose(item.score, 2 / 3)
-
-
-def test_settings_merge_over_defaults_and_reset_on_change():
-    assert get_settings()["MAX_K"] == 1000
-    with override_settings(VECTORSEARCH={"MAX_K": 50}):
-        assert get_settings()["MAX_K"] == 50
-        assert get_settings()["CREATE_EXTENSION"] is True
-    assert get_settings()["MAX_K"] == 1000
-
-
-def test_unknown_settings_are_a_system_check_error():
-    from vectorsearch.checks import check_settings
-
-    with override_settings(VECTORSEARCH={"MAX_KK": 5}):
-        (error,) = check_settings()
-    assert error.id == "vectorsearch.E005"
-    assert "Unknown key(s) in the VECTORSEARCH setting: MAX_KK" in error.msg

@@ -84,6 +84,7 @@ def test_startproject_makemigrations_migrate_on_a_database_without_the_extension
                 "ENGINE": "django.db.backends.postgresql",
                 "NAME": {empty_database!r},
                 "USER": {s["USER"]!r},
+                "PASSWORD": {s["PASSWORD"]!r},
                 "HOST": {s["HOST"]!r},
                 "PORT": {s["PORT"]!r},
             }}}}

@@ -1,13 +1,15 @@
 import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections
 from django.db.backends.postgresql.base import DatabaseWrapper
+from django.test import override_settings
 
 from tests.conftest import admin_conninfo
 from vectorsearch.checks import check_invalid_indexes
 from vectorsearch.exceptions import VectorExtensionError
 from vectorsearch.operations import (
+    create_extension_before_migrate,
     ensure_vector_extension,
     extension_version,
     invalid_vector_indexes,
@@ -82,7 +84,14 @@ def test_an_interrupted_concurrent_build_is_detected_and_repaired():
         (warning,) = check_invalid_indexes(databases=["default"])
         assert warning.id == "vectorsearch.W010"
         assert "'vs_invalid_hnsw' on table 'vs_invalid'" in warning.msg
-        assert 'REINDEX INDEX CONCURRENTLY "vs_invalid_hnsw";' in warning.hint
+        assert (
+            'DROP INDEX CONCURRENTLY "public"."vs_invalid_hnsw"; and run migrate again'
+            in warning.hint
+        )
+        assert (
+            'otherwise rebuild it with REINDEX INDEX CONCURRENTLY "public"."vs_invalid_hnsw";'
+            in warning.hint
+        )
 
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM vs_invalid WHERE id = 3")
@@ -110,3 +119,39 @@ def test_migrate_runs_the_database_check(capsys):
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE vs_invalid2")
+
+
+@pytest.fixture
+def other_database(empty_database, django_db_blocker):
+    """The empty database as a second Django connection, "other" (outside any test case)."""
+    connections.settings["other"] = {**connection.settings_dict, "NAME": empty_database}
+    try:
+        with django_db_blocker.unblock():
+            yield connections["other"]
+    finally:
+        connections["other"].close()
+        del connections["other"]
+        del connections.settings["other"]
+
+
+class NoVectorsOnOther:
+    def allow_migrate(self, db, app_label, **hints):
+        return db != "other" or app_label in ("auth", "contenttypes")
+
+
+def test_a_database_that_routers_keep_vector_models_off_gets_no_extension(other_database):
+    with override_settings(DATABASE_ROUTERS=[NoVectorsOnOther()]):
+        create_extension_before_migrate(using="other")
+    assert extension_version(other_database) is None
+    create_extension_before_migrate(using="other")  # no router: the test models may go there
+    assert extension_version(other_database) is not None
+
+
+def test_with_create_extension_off_a_missing_extension_stops_migrate_with_the_sql(other_database):
+    with (
+        override_settings(VECTORSEARCH={"CREATE_EXTENSION": False}),
+        pytest.raises(VectorExtensionError, match="CREATE_EXTENSION'\\] is off") as info,
+    ):
+        create_extension_before_migrate(using="other")
+    assert "CREATE EXTENSION IF NOT EXISTS vector;" in str(info.value)
+    assert extension_version(other_database) is None

@@ -5,8 +5,11 @@
 - E003 a vector index covers more dimensions than the index method allows
 - E004 a vector index's distance cannot be served on that column type by that method
 - E005 the ``VECTORSEARCH`` setting is wrong
-- W001 a vector index covers a field that is not a vector field
+- E006 a vector index covers something that is not a vector
+- E007 a vector index covers more than one column
+- W002 a BitField without length (fields.py)
 - W010 an HNSW/IVFFlat index is INVALID in the database (tagged ``database``)
+- W011 the database's pgvector is older than 0.8 (tagged ``database``)
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from typing import Any
 
 from django.apps import AppConfig, apps
 from django.core import checks
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, FieldError, ImproperlyConfigured
 from django.db import DatabaseError, connections
 
 from .conf import get_settings
 from .distances import IndexMethod, vector_type_of
-from .indexes import index_distance, index_field_names, index_method, vector_indexes
-from .operations import invalid_vector_indexes
+from .indexes import index_distance, index_method, indexed_targets, vector_indexes
+from .operations import extension_version, invalid_vector_indexes
 
 # The most dimensions an index can cover, by column type (pgvector 0.8, HNSW and IVFFlat alike).
 INDEX_MAX_DIMENSIONS = {"vector": 2_000, "halfvec": 4_000, "bit": 64_000}
@@ -52,75 +55,72 @@ def check_model_indexes(model: Any) -> list[checks.CheckMessage]:
     return errors
 
 
+def _article(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
 def _check_index(model: Any, index: Any) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
     label = f"{model._meta.label}: index {index.name!r}"
     method = index_method(index)
     distance = index_distance(index, model)
     try:
-        names = index_field_names(index, model)
-    except (FieldDoesNotExist, ImproperlyConfigured, AttributeError):
+        targets = indexed_targets(index, model)
+    except (FieldDoesNotExist, FieldError):
         return errors  # Django's own index checks report fields that do not exist.
-    for name in names:
-        try:
-            field = model._meta.get_field(name)
-        except FieldDoesNotExist:
-            continue
+
+    def error(id: str, msg: str, hint: str | None = None) -> None:
+        errors.append(checks.Error(f"{label} {msg}", hint=hint, obj=model, id=id))
+
+    if len(targets) > 1:
+        error(
+            "vectorsearch.E007",
+            f"covers {len(targets)} columns; {_article(str(method))} index covers exactly one.",
+            "Declare one index per vector field, and filter other columns with a B-tree index.",
+        )
+    for name, field in targets:
         vtype = vector_type_of(field)
         if vtype is None:
-            errors.append(
-                checks.Warning(
-                    f"{label} is a {method} index on {name!r}, which is not a vector field.",
-                    hint="Index a VectorField, HalfVectorField, SparseVectorField or BitField.",
-                    obj=model,
-                    id="vectorsearch.W001",
-                )
+            error(
+                "vectorsearch.E006",
+                f"is {_article(str(method))} index on {name}, which is not a vector.",
+                "Index a VectorField, HalfVectorField, SparseVectorField or BitField (or a Cast "
+                "to one).",
             )
             continue
-        size = field.length if vtype == "bit" else field.dimensions
-        if size is None and index.fields:
-            keyword = "length" if vtype == "bit" else "dimensions"
-            errors.append(
-                checks.Error(
-                    f"{label} covers {name!r}, which has no {keyword}; pgvector can only index "
-                    f"a column of fixed size.",
-                    hint=f"Declare the field with {keyword}=N, e.g. {type(field).__name__}"
-                    f"({keyword}=384).",
-                    obj=model,
-                    id="vectorsearch.E002",
-                )
+        keyword = "length" if vtype == "bit" else "dimensions"
+        size = getattr(field, keyword, None)
+        if size is None:
+            error(
+                "vectorsearch.E002",
+                f"covers {name}, which has no {keyword}; pgvector only indexes vectors of a "
+                "fixed size.",
+                f"Declare the {keyword}, e.g. {type(field).__name__}({keyword}=384).",
             )
         limit = INDEX_MAX_DIMENSIONS.get(vtype)
-        if size is not None and limit is not None and size > limit:
+        if isinstance(size, int) and limit is not None and size > limit:
             alternative = {
-                "vector": " Store it as a HalfVectorField (up to 4,000 indexed dimensions), "
-                "or index a halfvec expression.",
-                "halfvec": " Reduce the dimensions, or index a binary quantization (bit).",
+                "vector": " Or index it as halfvec (up to 4,000 dimensions): HnswIndex(Cast("
+                '"field", HalfVectorField(dimensions=N)), distance=...).',
+                "halfvec": " Or index a binary quantization (bit, up to 64,000).",
             }.get(vtype, "")
-            errors.append(
-                checks.Error(
-                    f"{label} covers {name!r} with {size:,} dimensions; a {method} index on a "
-                    f"{vtype} column takes at most {limit:,}.",
-                    hint=f"Use a model with fewer dimensions.{alternative}",
-                    obj=model,
-                    id="vectorsearch.E003",
-                )
+            error(
+                "vectorsearch.E003",
+                f"covers {name} with {size:,} dimensions; {_article(str(method))} index on a "
+                f"{vtype} takes at most {limit:,}.",
+                f"Use an embedding model with fewer dimensions.{alternative}",
             )
         if distance is not None and method not in distance.index_methods(vtype):
             possible = ", ".join(
                 d.value for d in type(distance) if method in d.index_methods(vtype)
             )
-            hint = f"Distances a {method} index can serve on a {vtype} column: {possible}."
+            hint = f"Distances {_article(str(method))} index can serve on a {vtype}: {possible or 'none'}."
             if method is IndexMethod.IVFFLAT and IndexMethod.HNSW in distance.index_methods(vtype):
                 hint += f" An HNSW index can serve {distance}."
-            errors.append(
-                checks.Error(
-                    f"{label}: a {method} index on {vtype} column {name!r} cannot serve the "
-                    f"{distance} distance.",
-                    hint=hint,
-                    obj=model,
-                    id="vectorsearch.E004",
-                )
+            error(
+                "vectorsearch.E004",
+                f"cannot serve the {distance} distance on {name}, a {vtype}.",
+                hint,
             )
     return errors
 
@@ -134,6 +134,29 @@ def check_settings(
     except ImproperlyConfigured as e:
         return [checks.Error(str(e), id="vectorsearch.E005")]
     return []
+
+
+MIN_PGVECTOR = (0, 8, 0)
+
+
+def _check_version(alias: str) -> list[checks.CheckMessage]:
+    try:
+        version = extension_version(connections[alias])
+    except DatabaseError:
+        return []
+    if version is None:
+        return []
+    parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+    if parts >= MIN_PGVECTOR:
+        return []
+    return [
+        checks.Warning(
+            f"Database {alias!r} has pgvector {version}; vectorsearch needs 0.8 or later "
+            "(iterative index scans, halfvec and sparsevec operators).",
+            hint="Upgrade pgvector on the server, then run: ALTER EXTENSION vector UPDATE;",
+            id="vectorsearch.W011",
+        )
+    ]
 
 
 @checks.register(checks.Tags.database)
@@ -154,9 +177,11 @@ def check_invalid_indexes(
                     f"The {index.method} index {index.name!r} on table {index.table!r} in "
                     f"database {alias!r} is INVALID: an interrupted CREATE INDEX CONCURRENTLY "
                     "left it behind. Queries ignore it, yet every write still updates it.",
-                    hint=f"Rebuild it with: {index.repair_sql} (or "
-                    "vectorsearch.operations.repair_index(connection, name)).",
+                    hint=f"If a migration (AddIndexConcurrently) was building it, drop it with "
+                    f"{index.drop_sql} and run migrate again; otherwise rebuild it with "
+                    f"{index.repair_sql}",
                     id="vectorsearch.W010",
                 )
             )
+        warnings.extend(_check_version(alias))
     return warnings

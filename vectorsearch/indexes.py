@@ -56,6 +56,18 @@ class VectorIndexMixin:
             )
         self.distance = None if distance is None else Distance.parse(distance)
 
+    def __eq__(self, other: object) -> bool:
+        # An index declared with pgvector.django's class of the same method and arguments is the
+        # same index: switching the import must not make makemigrations drop and rebuild it.
+        if isinstance(other, pgvector_django.HnswIndex | pgvector_django.IvfflatIndex):
+            return (
+                index_method(other) is self.method
+                and self.deconstruct()[1:] == other.deconstruct()[1:]  # type: ignore[attr-defined]
+            )
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like django's Index: mutable, compared by value
+
     def _deconstruct_distance(self, kwargs: dict[str, Any]) -> None:
         if self.distance is not None:
             kwargs["distance"] = self.distance.value
@@ -144,7 +156,8 @@ class HnswIndex(VectorIndexMixin, pgvector_django.HnswIndex):
 class IvfflatIndex(VectorIndexMixin, pgvector_django.IvfflatIndex):
     """An IVFFlat index: ``IvfflatIndex(fields=["embedding"], distance="l2", lists=100)``.
 
-    Build it after the table has data: its lists are computed from the rows present.
+    Build it after the table has data: its list centres are sampled from the rows present when
+    it is built, so an index built on an empty table serves searches poorly.
     """
 
     method = IndexMethod.IVFFLAT
@@ -205,6 +218,32 @@ def index_field_names(index: Any, model: type[Model]) -> list[str]:
     for expression in index.expressions:
         names.extend(_referenced_fields(expression.resolve_expression(query)))
     return names
+
+
+def indexed_targets(index: Any, model: type[Model]) -> list[tuple[str, Any]]:
+    """What an index stores, as (description, field) pairs.
+
+    For ``fields=`` the model fields; for expressions the expression's output field (a
+    ``Cast("embedding", HalfVectorField(dimensions=3072))`` is a halfvec of 3,072 dimensions,
+    whatever the column is). Raises FieldDoesNotExist for a field the model lacks.
+    """
+    if index.fields:
+        return [
+            (repr(name), model._meta.get_field(name))
+            for name in (n.lstrip("-") for n in index.fields)
+        ]
+    query = Query(model, alias_cols=False)
+    targets = []
+    for expression in index.expressions:
+        inner = (
+            expression.get_source_expressions()[0]
+            if isinstance(expression, OpClass)
+            else expression
+        )
+        resolved = inner.resolve_expression(query)
+        columns = ", ".join(_referenced_fields(resolved)) or "an expression"
+        targets.append((f"an expression on {columns}", resolved.output_field))
+    return targets
 
 
 def _referenced_fields(expression: Any) -> list[str]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, connections
+from django.apps import apps
+from django.db import DatabaseError, connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import ProjectState
@@ -84,9 +85,35 @@ def _extension_error(connection: BaseDatabaseWrapper, error: DatabaseError) -> V
 
 
 def create_extension_before_migrate(*, using: str, **kwargs: Any) -> None:
-    """``pre_migrate`` receiver: the extension exists before the first migration runs."""
+    """``pre_migrate`` receiver: the extension exists before the first migration runs.
+
+    Only for a database that routers let a model with a vector field migrate to: a database
+    that holds none of them needs no extension. With ``CREATE_EXTENSION`` off, a missing
+    extension stops migrate with the SQL to run, rather than failing half-way with
+    ``type "vector" does not exist``.
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql" or not _holds_vectors(using):
+        return
     if get_settings()["CREATE_EXTENSION"]:
-        ensure_vector_extension(connections[using])
+        ensure_vector_extension(connection)
+    elif extension_version(connection) is None:
+        raise VectorExtensionError(
+            f"The pgvector extension is missing in database {connection.settings_dict.get('NAME')!r} "
+            f"(connection {using!r}), and VECTORSEARCH['CREATE_EXTENSION'] is off. Ask a "
+            f"superuser to run, once, in that database:\n\n    {CREATE_SQL}\n\nthen run "
+            "migrate again."
+        )
+
+
+def _holds_vectors(using: str) -> bool:
+    from .distances import vector_type_of
+
+    return any(
+        router.allow_migrate_model(using, model)
+        for model in apps.get_models(include_auto_created=True)
+        if any(vector_type_of(f) for f in model._meta.local_concrete_fields)
+    )
 
 
 class VectorExtension(pgvector_django.VectorExtension):
@@ -116,13 +143,29 @@ class VectorExtension(pgvector_django.VectorExtension):
 class InvalidIndex:
     """A vector index left INVALID, as PostgreSQL's catalog reports it."""
 
+    schema: str
     name: str
     table: str
     method: str
 
     @property
+    def qualified_name(self) -> str:
+        return f"{_quote(self.schema)}.{_quote(self.name)}"
+
+    @property
     def repair_sql(self) -> str:
-        return f'REINDEX INDEX CONCURRENTLY "{self.name}";'
+        """Rebuild it in place: for an index that no migration is still meant to create."""
+        return f"REINDEX INDEX CONCURRENTLY {self.qualified_name};"
+
+    @property
+    def drop_sql(self) -> str:
+        """Drop it: for an index whose AddIndexConcurrently migration was interrupted (that
+        migration was not recorded, so migrate will build the index again)."""
+        return f"DROP INDEX CONCURRENTLY {self.qualified_name};"
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def invalid_vector_indexes(connection: BaseDatabaseWrapper) -> list[InvalidIndex]:
@@ -132,14 +175,19 @@ def invalid_vector_indexes(connection: BaseDatabaseWrapper) -> list[InvalidIndex
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT i.relname, t.relname, am.amname
+            SELECT n.nspname, i.relname, t.relname, am.amname
             FROM pg_index x
             JOIN pg_class i ON i.oid = x.indexrelid
             JOIN pg_class t ON t.oid = x.indrelid
+            JOIN pg_namespace n ON n.oid = i.relnamespace
             JOIN pg_am am ON am.oid = i.relam
             WHERE NOT x.indisvalid
               AND am.amname IN ('hnsw', 'ivfflat')
               AND pg_catalog.pg_table_is_visible(t.oid)
+              -- an index still being built concurrently is not valid yet, and not broken
+              AND NOT EXISTS (
+                SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = x.indexrelid
+              )
             ORDER BY t.relname, i.relname
             """
         )
