@@ -28,10 +28,9 @@ def test_pgvector_walkthrough_top_two_are_cats_then_dogs(documents):
 
 def test_walkthrough_composes_with_filter(documents):
     Document.objects.create(content="cats, but no match for the filter", embedding=[0.1, 0.2, 0.7])
-    results = (
-        Document.objects.filter(content__contains="document")
-        .similar_to([0.2, 0.3, 0.5], field="embedding", distance="cosine")[:2]
-    )
+    results = Document.objects.filter(content__contains="document").similar_to(
+        [0.2, 0.3, 0.5], field="embedding", distance="cosine"
+    )[:2]
     assert [d.content for d in results] == [
         "This is a document about cats",
         "This is a document about dogs",
@@ -79,9 +78,17 @@ def test_ambiguous_field_lists_the_choices():
     ],
 )
 def test_every_vector_type_ranks_with_its_indexed_distance(field, query, expected_order):
-    for name, vec, bits in [("a", [1, 1, 1], "000"), ("b", [2, 2, 2], "101"), ("c", [1, 1, 2], "111")]:
+    for name, vec, bits in [
+        ("a", [1, 1, 1], "000"),
+        ("b", [2, 2, 2], "101"),
+        ("c", [1, 1, 2], "111"),
+    ]:
         Item.objects.create(
-            name=name, embedding=vec, half_embedding=vec, sparse_embedding=vec, binary_embedding=bits
+            name=name,
+            embedding=vec,
+            half_embedding=vec,
+            sparse_embedding=vec,
+            binary_embedding=bits,
         )
     results = Item.objects.similar_to(query, field=field)
     assert [i.name for i in results] == expected_order
@@ -95,7 +102,11 @@ def test_every_vector_type_ranks_with_its_indexed_distance(field, query, expecte
         ([0, 0, 0], {}, "all zeros"),
         ([1, 2, 3], {"field": "content"}, "not a vector field; vector fields: 'embedding'"),
         ([1, 2, 3], {"field": "nope"}, "has no field 'nope'"),
-        ([1, 2, 3], {"distance": "manhattan"}, "Unknown distance 'manhattan'; choose one of: cosine"),
+        (
+            [1, 2, 3],
+            {"distance": "manhattan"},
+            "Unknown distance 'manhattan'; choose one of: cosine",
+        ),
         ([1, 2, 3], {"distance": "hamming"}, "not defined for vector field 'embedding'"),
         ("cats", {}, "A text query needs an embedder"),
     ],

@@ -25,6 +25,17 @@ DEFAULTS: dict[str, Any] = {
     "CREATE_EXTENSION": True,
     # The largest k a similarity query may ask for.
     "MAX_K": 1000,
+    # hnsw.ef_search for similarity queries that do not pass ef_search= (pgvector's own default,
+    # 40, gives a recall@10 of about 0.9; 100 gives about 0.97 at 100k x 384). 1 to 1000.
+    "EF_SEARCH": 100,
+    # hnsw.max_scan_tuples / ivfflat.max_probes bound for iterative index scans of filtered
+    # searches: how many index tuples a scan may visit before it gives up (pgvector: 20000).
+    "MAX_SCAN_TUPLES": 20_000,
+    # When a filtered search does not say exact= or not, it scans the filtered rows exactly if the
+    # planner expects at most this many of them, and uses the index otherwise.
+    "EXACT_SEARCH_MAX_ROWS": 5_000,
+    # Reciprocal rank fusion constant for hybrid search: 1 / (RRF_K + rank).
+    "RRF_K": 60,
 }
 
 
