@@ -20,26 +20,33 @@ CATEGORIES = 100
 SEED = 20261129
 
 
+def _clusters() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centers, weights, spreads) of the ~100 uneven clusters; the same for data and queries."""
+    rng = np.random.default_rng(SEED)
+    centers = rng.normal(size=(CLUSTERS, DIMENSIONS))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    weights = rng.dirichlet(np.full(CLUSTERS, 0.7))
+    spreads = rng.uniform(0.03, 0.07, size=CLUSTERS)
+    return centers, weights, spreads
+
+
 def generate(rows: int = ROWS, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     """(vectors float32 [rows, 384] normalized, categories int [rows]).
 
     ~100 clusters of uneven sizes (Dirichlet weights); categories uniform and independent of
     the clusters, so a category filter keeps ~1% of every neighbourhood.
     """
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(CLUSTERS, DIMENSIONS))
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    weights = rng.dirichlet(np.full(CLUSTERS, 0.7))
+    centers, weights, spreads = _clusters()
+    rng = np.random.default_rng(seed + 1)
     assignment = rng.choice(CLUSTERS, size=rows, p=weights)
-    spread = rng.uniform(0.03, 0.07, size=CLUSTERS)[assignment, None]
-    vectors = centers[assignment] + rng.normal(size=(rows, DIMENSIONS)) * spread
+    vectors = centers[assignment] + rng.normal(size=(rows, DIMENSIONS)) * spreads[assignment, None]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     categories = rng.integers(0, CATEGORIES, size=rows)
     return vectors.astype(np.float32), categories
 
 
-def queries(count: int, seed: int = SEED + 1) -> np.ndarray:
-    """Query vectors from the same distribution as the data (not rows of the table)."""
+def queries(count: int, seed: int = SEED + 100) -> np.ndarray:
+    """Query vectors from the same clusters as the data (new points, not rows of the table)."""
     vectors, _ = generate(count, seed=seed)
     return vectors
 
@@ -111,6 +118,10 @@ def main() -> None:
     )
     print(f"HNSW built in {time.perf_counter() - started:.1f}s")
     conn.execute("VACUUM ANALYZE queryapp_benchitem")
+    if conn.execute("SELECT current_setting('shared_buffers', true)").fetchone()[0] != "1GB":
+        # The graph and the table (~350MB) must fit in shared_buffers for steady latencies.
+        conn.execute("ALTER SYSTEM SET shared_buffers = '1GB'")
+        print("shared_buffers set to 1GB: restart the server before benchmarks.run.")
     conn.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -46,6 +47,7 @@ __all__ = ["Strategy", "VectorManager", "VectorQuerySet", "mmr_select"]
 EF_SEARCH_RANGE = (1, 1000)
 
 _M = TypeVar("_M", bound=models.Model)
+_Q = TypeVar("_Q", bound=models.QuerySet[Any])
 
 
 def vector_fields(model: type[models.Model]) -> list[models.Field[Any, Any]]:
@@ -115,8 +117,13 @@ def resolve_distance(
 
 def query_value(field: models.Field[Any, Any], query: Any, distance: Distance) -> Any:
     """Check the query vector against the field and return it in the form pgvector expects."""
+    return _query_parts(field, query, distance)[0]
+
+
+def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) -> tuple[Any, Any]:
+    """(the query as SQL value or expression, the checked vector in Python or None)."""
     if hasattr(query, "resolve_expression"):
-        return query
+        return query, None
     if isinstance(query, str) and vector_type_of(field) != "bit":
         from .registry import embed_query
 
@@ -140,10 +147,20 @@ def query_value(field: models.Field[Any, Any], query: Any, distance: Distance) -
                 "every row is undefined. Use another vector, or the l2 distance."
             )
     if vtype == "bit":
-        return Bit(value).to_text()
+        return Bit(value).to_text(), value
     if vtype == "sparsevec":
-        return value
-    return HalfVector(value) if vtype == "halfvec" else Vector(value)
+        return value, value
+    return Value(vector_literal(value)), value
+
+
+def vector_literal(value: Any) -> str:
+    """``[1,2,3]`` text for a dense vector, formatted once per query.
+
+    ``%.9g`` is exact for float32 (what a vector column stores) and several times faster than
+    ``str()`` of each numpy scalar, which matters at 384+ dimensions on every request.
+    """
+    numbers = np.asarray(value, dtype=np.float32).tolist()
+    return "[" + ",".join(["%.9g"] * len(numbers)) % tuple(numbers) + "]"
 
 
 class Strategy(enum.StrEnum):
@@ -162,6 +179,7 @@ class _Search:
     field: str
     distance: Distance
     value: Any
+    vector: Any
     k: int | None
     max_distance: float | None
     exact: bool | None
@@ -269,6 +287,13 @@ def _instance_vector(
     return value, instance.pk
 
 
+def _reorder(queryset: _Q, ordering: Sequence[Any]) -> _Q:
+    """``queryset.order_by(*ordering)`` in place, on a clone the caller owns (one clone less)."""
+    queryset.query.clear_ordering(force=True, clear_default=False)
+    queryset.query.add_ordering(*ordering)
+    return queryset
+
+
 def _swap_distance_ordering(ordering: tuple[Any, ...]) -> list[Any]:
     """``ordering`` with "distance" hidden from the index, so the planner sorts exactly.
 
@@ -287,16 +312,39 @@ def _swap_distance_ordering(ordering: tuple[Any, ...]) -> list[Any]:
     return swapped
 
 
+# Planner estimates by (database, filter SQL, parameters): a site runs the same few filters
+# over and over, and an EXPLAIN round trip is a sizeable share of a fast search.
+_ESTIMATES: dict[tuple[Any, ...], tuple[float, float]] = {}
+ESTIMATE_TTL = 60.0
+_ESTIMATES_MAX = 1024
+
+
 def _estimate_rows(queryset: models.QuerySet[Any]) -> float:
-    """The planner's estimate of the rows ``queryset``'s filters keep (one EXPLAIN, no scan)."""
+    """The planner's estimate of the rows ``queryset``'s filters keep (one EXPLAIN, no scan).
+
+    Cached for :data:`ESTIMATE_TTL` seconds per filter SQL and parameters.
+    """
     probe = queryset.order_by().values("pk")
     probe.query.clear_limits()
     sql, params = probe.query.get_compiler(using=queryset.db).as_sql()
+    key: tuple[Any, ...] | None = (queryset.db, sql, *params)
+    now = time.monotonic()
+    try:
+        cached = _ESTIMATES.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable parameter: estimate every time
+        key, cached = None, None
+    if cached is not None and now - cached[0] < ESTIMATE_TTL:
+        return cached[1]
     with connections[queryset.db].cursor() as cursor:
         cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         row = cursor.fetchone()
     plan = json.loads(row[0]) if isinstance(row[0], str) else row[0]
-    return float(plan[0]["Plan"]["Plan Rows"])
+    rows = float(plan[0]["Plan"]["Plan Rows"])
+    if key is not None:
+        if len(_ESTIMATES) >= _ESTIMATES_MAX:
+            _ESTIMATES.clear()
+        _ESTIMATES[key] = (now, rows)
+    return rows
 
 
 class VectorQuerySet(models.QuerySet[_M]):
@@ -377,7 +425,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         exclude_pk = None
         if isinstance(query, models.Model):
             query, exclude_pk = _instance_vector(self.model, model_field, query)
-        value = query_value(model_field, query, chosen)
+        value, vector = _query_parts(model_field, query, chosen)
         size = getattr(model_field, "length", None) if chosen is Distance.HAMMING else None
         max_distance = None if threshold is None else max_distance_for(chosen, threshold, size)
         method = index_method_for(self.model, model_field.name, chosen)
@@ -392,15 +440,17 @@ class VectorQuerySet(models.QuerySet[_M]):
                 f"ef_search applies to HNSW indexes; {self.model._meta.label}.{model_field.name} "
                 "is indexed with IVFFlat."
             )
-        clone = (
-            self.annotate(distance=chosen.expression(model_field.name, value))
-            .annotate(score=chosen.score("distance", dimensions=size))
-            .order_by("distance")
-        )
+        # One annotate() call (score refers to distance) and one order_by(): each queryset
+        # method clones the query, which is a measurable share of a fast search.
+        clone = self.annotate(
+            distance=chosen.expression(model_field.name, value),
+            score=chosen.score("distance", dimensions=size),
+        ).order_by("distance")
         clone._search = _Search(
             field=model_field.name,
             distance=chosen,
             value=value,
+            vector=vector,
             k=k,
             max_distance=max_distance,
             exact=exact,
@@ -547,7 +597,9 @@ class VectorQuerySet(models.QuerySet[_M]):
             return []
         attname = self.model._meta.get_field(search.field).attname  # type: ignore[union-attr]
         matrix = np.stack([_dense(getattr(row, attname)) for row in rows])
-        query_vector = _dense(search.value)
+        if search.vector is None:
+            raise InvalidQuery("mmr() needs a query vector or instance, not an SQL expression.")
+        query_vector = _dense(search.vector)
         return [rows[i] for i in mmr_select(query_vector, matrix, k_, float(lambda_mult))]
 
     async def ammr(self, query: Any, **options: Any) -> list[_M]:
@@ -558,15 +610,14 @@ class VectorQuerySet(models.QuerySet[_M]):
 
     def _plan(self, *, allow_sql: bool = True, force_exact: bool = False) -> _Plan:
         """Choose the strategy and SQL shape now that filters, slices and ordering are known."""
-        plain = self._chain()
-        plain._search = None
-        plain._pinned_settings = {}
+        base = self._chain()
+        base._search = None
+        base._pinned_settings = {}
         search = self._search
         if search is None:
-            return _Plan(plain, dict(self._pinned_settings))
+            return _Plan(base, dict(self._pinned_settings))
         conf = get_settings()
-        low, high = plain.query.low_mark, plain.query.high_mark
-        base = plain._chain()
+        low, high = base.query.low_mark, base.query.high_mark
         base.query.clear_limits()
         filtered = base.query.has_filters()
         if search.exclude_pk is not None:
@@ -580,8 +631,8 @@ class VectorQuerySet(models.QuerySet[_M]):
             limit = high if limit is None else min(limit, high)
         if not by_distance and limit is None and search.max_distance is None:
             # Ranked by something else and no k: nothing to search, only annotations.
-            plain.query.set_limits(low, high)
-            return _Plan(plain)
+            base.query.set_limits(low, high)
+            return _Plan(base)
 
         if force_exact or search.exact is True or search.index_method is None:
             strategy = Strategy.EXACT
@@ -601,45 +652,51 @@ class VectorQuerySet(models.QuerySet[_M]):
 
         threshold = Q() if search.max_distance is None else Q(distance__lte=search.max_distance)
         outer_high = limit if by_distance else high
+        settings: dict[str, Any] = {}
         if strategy is Strategy.EXACT:
             if by_distance or limit is None:
-                queryset = base.filter(threshold).order_by(*_swap_distance_ordering(ordering))
+                queryset = base.filter(threshold) if threshold else base
             else:
-                inner = base.order_by(*_swap_distance_ordering(("distance",))).values("pk")
-                inner.query.standard_ordering = True
-                queryset = (
-                    base.filter(pk__in=inner[:limit])
-                    .filter(threshold)
-                    .order_by(*_swap_distance_ordering(ordering))
-                )
-            queryset.query.set_limits(low, outer_high)
-            return _Plan(queryset, strategy=strategy)
-
-        ef = search.ef_search or conf["EF_SEARCH"]
-        simple = by_distance and not filtered and search.max_distance is None and limit is not None
-        if simple:
-            # Unfiltered: one index scan returns ef_search rows in order, so ef_search >= the rows
-            # asked (plus the left-out instance) makes it complete without an iterative scan.
-            assert limit is not None
-            wanted = limit + (1 if search.exclude_pk is not None else 0)
-            settings = _index_settings(search.index_method, max(ef, min(wanted, 1000)), False)
-            queryset = base
+                inner = _reorder(base.values("pk"), _swap_distance_ordering(("distance",)))
+                inner.query.standard_ordering = True  # the nearest, even under reverse()
+                inner.query.set_limits(high=limit)
+                queryset = base.filter(Q(pk__in=inner) & threshold)
+            _reorder(queryset, _swap_distance_ordering(ordering))
         else:
-            # Filtered or thresholded: the k nearest by an iterative index scan (relaxed order, so
-            # it keeps going until k rows pass the filters), then sorted again exactly outside --
-            # pgvector's materialized-CTE pattern, as "pk IN (subquery)" so it stays a queryset.
-            inner_limit = limit if limit is not None else conf["MAX_K"]
-            inner = base.order_by("distance").values("pk")
-            inner.query.standard_ordering = True
-            settings = _index_settings(search.index_method, ef, True)
-            queryset = (
-                base.filter(pk__in=inner[:inner_limit])
-                .filter(threshold)
-                .order_by(*_swap_distance_ordering(ordering))
+            ef = search.ef_search or conf["FILTERED_EF_SEARCH" if filtered else "EF_SEARCH"]
+            simple = (
+                by_distance and not filtered and search.max_distance is None and limit is not None
             )
+            if simple:
+                # Unfiltered: one index scan returns ef_search rows in order, so ef_search >= the
+                # rows asked (plus the left-out instance) makes it complete without an iterative
+                # scan.
+                assert limit is not None
+                wanted = limit + (1 if search.exclude_pk is not None else 0)
+                settings = _index_settings(search.index_method, max(ef, min(wanted, 1000)), False)
+                queryset = base
+            else:
+                # Filtered or thresholded: the k nearest by an iterative index scan (relaxed
+                # order, so it keeps going until k rows pass the filters), then sorted again
+                # exactly outside -- pgvector's materialized-CTE pattern, as "pk IN (subquery)"
+                # so it stays a queryset. The planner runs the subquery first and fetches its k
+                # rows by primary key.
+                inner = _reorder(base.values("pk"), ("distance",))
+                inner.query.standard_ordering = True  # the nearest, even under reverse()
+                inner.query.set_limits(high=limit if limit is not None else conf["MAX_K"])
+                settings = _index_settings(search.index_method, ef, True)
+                queryset = _reorder(
+                    base.filter(Q(pk__in=inner) & threshold), _swap_distance_ordering(ordering)
+                )
         queryset.query.set_limits(low, outer_high)
         expected = None
-        if filtered and search.max_distance is None and search.exact is None and outer_high:
+        if (
+            strategy is Strategy.INDEX
+            and filtered
+            and search.max_distance is None
+            and search.exact is None
+            and outer_high
+        ):
             expected = outer_high - low
         return _Plan(queryset, settings, strategy, expected)
 
