@@ -654,9 +654,13 @@ class VectorQuerySet(models.QuerySet[_M]):
         outer_high = limit if by_distance else high
         settings: dict[str, Any] = {}
         if strategy is Strategy.EXACT:
-            if by_distance or limit is None:
+            if limit is None:
                 queryset = base.filter(threshold) if threshold else base
             else:
+                # The k nearest by a subquery that computes one distance per filtered row and
+                # selects only the pk; the outer query computes distance and score for k rows.
+                # (In one query, PostgreSQL would compute every distance expression of the
+                # select list for every filtered row before sorting them.)
                 inner = _reorder(base.values("pk"), _swap_distance_ordering(("distance",)))
                 inner.query.standard_ordering = True  # the nearest, even under reverse()
                 inner.query.set_limits(high=limit)
@@ -803,8 +807,6 @@ def _index_settings(method: IndexMethod | None, ef_search: int, iterative: bool)
         settings: dict[str, Any] = {
             "ivfflat.iterative_scan": "relaxed_order" if iterative else "off"
         }
-        if iterative:
-            settings["ivfflat.max_probes"] = conf["MAX_SCAN_TUPLES"]
         return settings
     settings = {
         "hnsw.ef_search": ef_search,
