@@ -252,11 +252,13 @@ def test_auto_strategy_scans_a_selective_filter_exactly_and_a_broad_one_by_index
 
 def test_a_short_iterative_scan_is_completed_by_an_exact_scan(articles):
     force_index()
-    # An iterative scan allowed to visit 1 tuple gives up early; the caller still gets k rows.
+    # An iterative scan allowed to visit 1 tuple gives up long before it meets the 3 rows that
+    # pass the filter (3 of 300); the caller still gets all 3, in exact order.
     conf = {"EXACT_SEARCH_MAX_ROWS": 0, "MAX_SCAN_TUPLES": 1, "FILTERED_EF_SEARCH": 1}
     with override_settings(VECTORSEARCH=conf):
-        qs = Article.objects.filter(price__lt=10).similar_to(QUERY, k=10)
-        assert [a.pk for a in qs] == exact_ids(articles, keep=lambda a: a.price < 10)
+        qs = Article.objects.filter(price=3).similar_to(QUERY, k=3)
+        assert "article_embedding_hnsw" in qs.explain()
+        assert [a.pk for a in qs] == exact_ids(articles, keep=lambda a: a.price == 3, k=3)
 
 
 def test_settings_apply_to_the_search_and_do_not_survive_it_inside_a_transaction(articles):
