@@ -557,3 +557,11 @@ def test_similar_to_twice_and_hybrid_search_input_errors():
         Article.objects.hybrid_search("cats", QUERY, search_fields=["nope"])
     with pytest.raises(InvalidQuery, match="lambda_mult must be from 0 to 1"):
         Article.objects.mmr(QUERY, lambda_mult=2)
+
+
+def test_select_for_update_is_refused_on_an_index_search_and_works_on_an_exact_one(articles):
+    with transaction.atomic():
+        locked = Article.objects.select_for_update().similar_to(QUERY, k=3, exact=True)
+        assert [a.pk for a in locked] == exact_ids(articles, k=3)
+        with pytest.raises(InvalidQuery, match="select_for_update"):
+            list(Article.objects.select_for_update().similar_to(QUERY, k=3, exact=False))

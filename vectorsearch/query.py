@@ -1,8 +1,22 @@
-"""The query API: ``Model.objects.filter(...).similar_to(vector)``.
+"""The query API: ``Model.objects.filter(...).similar_to(vector)``, hybrid search and MMR.
 
 ``similar_to`` annotates each row with ``distance`` and ``score`` and orders nearest first; it is
-an ordinary queryset method, so ``filter``, ``exclude``, slicing and pagination compose with it
-and the whole search stays one SQL query.
+an ordinary queryset method, so ``filter``, ``exclude``, joins, ``values``, slicing and pagination
+compose with it and each search stays one SQL query.
+
+It only *records* the search. When the queryset runs (iteration, ``count()``, ``explain()``...),
+:meth:`VectorQuerySet._plan` looks at the finished queryset -- filters, slice, ordering -- and
+chooses how to find the rows:
+
+- unfiltered: ``ORDER BY distance LIMIT k`` on the HNSW index, ``hnsw.ef_search`` >= k;
+- filtered, when the planner expects many rows: the k nearest by an *iterative* index scan in a
+  ``pk IN (...)`` subquery, sorted again outside (pgvector's materialized-CTE pattern), so k rows
+  come back even when the filter rejects most of what the index walks past;
+- filtered, when the planner expects few rows, or ``exact=True``: an exact scan of the filtered
+  rows, ordered by ``distance + 0`` so no vector index can be chosen.
+
+The pgvector settings the plan needs are sent with ``SET LOCAL`` in the search's own round trip
+(:mod:`vectorsearch.search_settings`), so they never outlive it.
 """
 
 from __future__ import annotations
@@ -692,6 +706,14 @@ class VectorQuerySet(models.QuerySet[_M]):
                 queryset = _reorder(
                     base.filter(Q(pk__in=inner) & threshold), _swap_distance_ordering(ordering)
                 )
+        if settings and base.query.select_for_update:
+            # Inside a transaction the settings are undone by rolling back to a savepoint, which
+            # would also release the row locks the search took.
+            raise InvalidQuery(
+                "select_for_update() cannot lock the rows of an index search, whose pgvector "
+                "settings are rolled back with a savepoint; pass exact=True, or lock the rows "
+                "found in a second query."
+            )
         queryset.query.set_limits(low, outer_high)
         expected = None
         if (
