@@ -565,3 +565,35 @@ def test_select_for_update_is_refused_on_an_index_search_and_works_on_an_exact_o
         assert [a.pk for a in locked] == exact_ids(articles, k=3)
         with pytest.raises(InvalidQuery, match="select_for_update"):
             list(Article.objects.select_for_update().similar_to(QUERY, k=3, exact=False))
+
+
+@pytest.mark.parametrize(
+    ("field", "query"),
+    [
+        ("embedding", [1, 1, 1]),  # HNSW, l2
+        ("half_embedding", [1, 1, 1]),  # IVFFlat, inner product: ivfflat.iterative_scan
+        ("sparse_embedding", [1, 1, 1]),  # HNSW, l1
+        ("binary_embedding", "101"),  # HNSW, jaccard
+    ],
+)
+def test_every_vector_type_searches_with_filters_and_k_on_both_strategies(field, query):
+    force_index()
+    rng = np.random.default_rng(1)
+    for i in range(40):
+        vec = rng.uniform(0.1, 3, size=3).round(2).tolist()
+        bits = "".join(rng.choice(["0", "1"], size=3))
+        Item.objects.create(
+            name=f"{i % 4}",
+            embedding=vec,
+            half_embedding=vec,
+            sparse_embedding=vec,
+            binary_embedding=bits if bits != "000" else "100",
+        )
+    exact = list(Item.objects.filter(name="1").similar_to(query, field=field, k=5, exact=True))
+    searched = Item.objects.filter(name="1").similar_to(query, field=field, k=5, exact=False)
+    assert "Index Scan using item_" in searched.explain()
+    index = list(searched)
+    assert len(exact) == len(index) == 5
+    assert all(i.name == "1" for i in index)
+    assert [i.distance for i in index] == sorted(i.distance for i in index)
+    assert [i.distance for i in exact] == pytest.approx([i.distance for i in index])
