@@ -597,3 +597,16 @@ def test_every_vector_type_searches_with_filters_and_k_on_both_strategies(field,
     assert all(i.name == "1" for i in index)
     assert [i.distance for i in index] == sorted(i.distance for i in index)
     assert [i.distance for i in exact] == pytest.approx([i.distance for i in index])
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("EF_SEARCH", 0), ("FILTERED_EF_SEARCH", 5000), ("MAX_K", "10")]
+)
+def test_bad_settings_are_reported_with_the_allowed_range(key, value):
+    from vectorsearch.exceptions import ImproperlyConfiguredVectorSearch
+
+    with (
+        override_settings(VECTORSEARCH={key: value}),
+        pytest.raises(ImproperlyConfiguredVectorSearch, match=f"VECTORSEARCH\\['{key}'\\]"),
+    ):
+        Article.objects.similar_to(QUERY, k=3)

@@ -51,7 +51,7 @@ from pgvector import Bit, HalfVector, SparseVector, Vector
 
 from .conf import get_settings
 from .distances import Distance, IndexMethod, vector_type_of
-from .exceptions import InvalidQuery
+from .exceptions import ImproperlyConfiguredVectorSearch, InvalidQuery
 from .indexes import index_distance, index_field_names, index_method, vector_indexes
 from .search_settings import apply_settings
 
@@ -241,9 +241,36 @@ def _check_int(name: str, value: Any, low: int, high: int) -> int | None:
     return int(value)
 
 
+# The integer settings this module reads, with their allowed ranges.
+_SETTING_RANGES = {
+    "MAX_K": (1, 100_000),
+    "EF_SEARCH": EF_SEARCH_RANGE,
+    "FILTERED_EF_SEARCH": EF_SEARCH_RANGE,
+    "MAX_SCAN_TUPLES": (1, 2**31 - 1),
+    "EXACT_SEARCH_MAX_ROWS": (0, 2**63 - 1),
+    "RRF_K": (0, 1_000_000),
+}
+_checked_settings: list[dict[str, Any]] = []
+
+
+def search_settings() -> dict[str, Any]:
+    """``get_settings()``, with the query layer's keys checked once per settings dict."""
+    conf = get_settings()
+    if not _checked_settings or _checked_settings[0] is not conf:
+        for key, (low, high) in _SETTING_RANGES.items():
+            value = conf[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ImproperlyConfiguredVectorSearch(
+                    f"VECTORSEARCH[{key!r}] must be a whole number from {low} to {high}, "
+                    f"not {value!r}."
+                )
+        _checked_settings[:] = [conf]
+    return conf
+
+
 def check_k(k: Any) -> int | None:
     """``k`` as an int, or InvalidQuery unless 1 <= k <= VECTORSEARCH["MAX_K"]."""
-    return _check_int("k", k, 1, get_settings()["MAX_K"])
+    return _check_int("k", k, 1, search_settings()["MAX_K"])
 
 
 def check_ef_search(ef_search: Any) -> int | None:
@@ -509,7 +536,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         candidates_ = check_k(candidates)
         assert candidates_ is not None
         k = check_k(k)
-        rrf = get_settings()["RRF_K"] if rrf_k is None else rrf_k
+        rrf = search_settings()["RRF_K"] if rrf_k is None else rrf_k
         rrf = _check_int("rrf_k", rrf, 0, 1_000_000) or 0
         document = _search_document(self.model, search_fields, config)
         text_query = SearchQuery(text, config=config, search_type="websearch")
@@ -630,7 +657,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         search = self._search
         if search is None:
             return _Plan(base, dict(self._pinned_settings))
-        conf = get_settings()
+        conf = search_settings()
         low, high = base.query.low_mark, base.query.high_mark
         base.query.clear_limits()
         filtered = base.query.has_filters()
@@ -824,7 +851,7 @@ class VectorQuerySet(models.QuerySet[_M]):
 
 
 def _index_settings(method: IndexMethod | None, ef_search: int, iterative: bool) -> dict[str, Any]:
-    conf = get_settings()
+    conf = search_settings()
     if method is IndexMethod.IVFFLAT:
         settings: dict[str, Any] = {
             "ivfflat.iterative_scan": "relaxed_order" if iterative else "off"
