@@ -253,7 +253,7 @@ _SETTING_RANGES = {
 _checked_settings: list[dict[str, Any]] = []
 
 
-def search_settings() -> dict[str, Any]:
+def query_settings() -> dict[str, Any]:
     """``get_settings()``, with the query layer's keys checked once per settings dict."""
     conf = get_settings()
     if not _checked_settings or _checked_settings[0] is not conf:
@@ -270,7 +270,7 @@ def search_settings() -> dict[str, Any]:
 
 def check_k(k: Any) -> int | None:
     """``k`` as an int, or InvalidQuery unless 1 <= k <= VECTORSEARCH["MAX_K"]."""
-    return _check_int("k", k, 1, search_settings()["MAX_K"])
+    return _check_int("k", k, 1, query_settings()["MAX_K"])
 
 
 def check_ef_search(ef_search: Any) -> int | None:
@@ -536,7 +536,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         candidates_ = check_k(candidates)
         assert candidates_ is not None
         k = check_k(k)
-        rrf = search_settings()["RRF_K"] if rrf_k is None else rrf_k
+        rrf = query_settings()["RRF_K"] if rrf_k is None else rrf_k
         rrf = _check_int("rrf_k", rrf, 0, 1_000_000) or 0
         document = _search_document(self.model, search_fields, config)
         text_query = SearchQuery(text, config=config, search_type="websearch")
@@ -657,7 +657,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         search = self._search
         if search is None:
             return _Plan(base, dict(self._pinned_settings))
-        conf = search_settings()
+        conf = query_settings()
         low, high = base.query.low_mark, base.query.high_mark
         base.query.clear_limits()
         filtered = base.query.has_filters()
@@ -851,7 +851,7 @@ class VectorQuerySet(models.QuerySet[_M]):
 
 
 def _index_settings(method: IndexMethod | None, ef_search: int, iterative: bool) -> dict[str, Any]:
-    conf = search_settings()
+    conf = query_settings()
     if method is IndexMethod.IVFFLAT:
         settings: dict[str, Any] = {
             "ivfflat.iterative_scan": "relaxed_order" if iterative else "off"
