@@ -84,7 +84,10 @@ def main() -> None:
     raw.execute("RESET hnsw.ef_search")
     raw.execute(f"SELECT count(*) FROM {TABLE} WHERE embedding IS NOT NULL")
     shared = raw.execute("SHOW shared_buffers").fetchone()[0]
-    print(f"warm-up {time.perf_counter() - started:.1f}s, shared_buffers={shared}")
+    print(
+        f"warm-up {time.perf_counter() - started:.1f}s, shared_buffers={shared}, "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    )
 
     def truth(q: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         sims = vectors @ q

@@ -633,13 +633,13 @@ class VectorQuerySet(models.QuerySet[_M]):
         ranked = self.similar_to(query, k=fetch, **options)
         assert ranked._search is not None
         search = ranked._search
+        if search.vector is None:
+            raise InvalidQuery("mmr() needs a query vector or instance, not an SQL expression.")
         rows = list(ranked)
         if not rows:
             return []
         attname = self.model._meta.get_field(search.field).attname  # type: ignore[union-attr]
         matrix = np.stack([_dense(getattr(row, attname)) for row in rows])
-        if search.vector is None:
-            raise InvalidQuery("mmr() needs a query vector or instance, not an SQL expression.")
         query_vector = _dense(search.vector)
         return [rows[i] for i in mmr_select(query_vector, matrix, k_, float(lambda_mult))]
 
@@ -784,15 +784,15 @@ class VectorQuerySet(models.QuerySet[_M]):
         return self._plan()
 
     def count(self) -> int:
-        plan = self._planned()
-        if plan is None or self._result_cache is not None:
+        plan = None if self._result_cache is not None else self._planned()
+        if plan is None:
             return super().count()
         with apply_settings(plan.queryset.db, plan.settings):
             return plan.queryset.count()
 
     def exists(self) -> bool:
-        plan = self._planned()
-        if plan is None or self._result_cache is not None:
+        plan = None if self._result_cache is not None else self._planned()
+        if plan is None:
             return super().exists()
         with apply_settings(plan.queryset.db, plan.settings):
             return plan.queryset.exists()
