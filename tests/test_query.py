@@ -1,5 +1,3 @@
-import asyncio
-
 import numpy as np
 import pytest
 from asgiref.sync import async_to_sync
@@ -431,7 +429,6 @@ def test_async_api(articles):
         return iterated, chunked, count, first.pk, got.pk, exists, len(diverse)
 
     assert async_to_sync(run)() == (top, top, 5, top[0], top[2], False, 3)
-    assert not asyncio.iscoroutinefunction(Article.objects.similar_to)
 
 
 def test_mmr_picks_similar_but_different_rows():
