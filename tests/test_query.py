@@ -607,3 +607,12 @@ def test_bad_settings_are_reported_with_the_allowed_range(key, value):
         pytest.raises(ImproperlyConfiguredVectorSearch, match=f"VECTORSEARCH\\['{key}'\\]"),
     ):
         Article.objects.similar_to(QUERY, k=3)
+
+
+def test_update_and_delete_touch_only_the_rows_found(articles):
+    top = exact_ids(articles, keep=lambda a: a.price < 50, k=3)
+    assert Article.objects.filter(price__lt=50).similar_to(QUERY, k=3).update(title="near") == 3
+    assert set(Article.objects.filter(title="near").values_list("pk", flat=True)) == set(top)
+    deleted, _ = Article.objects.similar_to(QUERY, k=2, exact=True).delete()
+    assert deleted >= 2
+    assert Article.objects.count() == ROWS - 2

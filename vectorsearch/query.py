@@ -778,6 +778,28 @@ class VectorQuerySet(models.QuerySet[_M]):
         if self._prefetch_related_lookups and not self._prefetch_done:
             self._prefetch_related_objects()
 
+    def _found_rows(self) -> models.QuerySet[_M]:
+        """The rows this search finds, as a plain queryset of their primary keys."""
+        pks = list(self.values_list("pk", flat=True))
+        return self.model._base_manager.using(self.db).filter(pk__in=pks)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Delete the rows the search finds (the k nearest), not every row of the filters."""
+        if self._search is None and not self._pinned_settings:
+            return super().delete()
+        return self._found_rows().delete()
+
+    delete.alters_data = True  # type: ignore[attr-defined]
+    delete.queryset_only = True  # type: ignore[attr-defined]
+
+    def update(self, **kwargs: Any) -> int:
+        """Update the rows the search finds (the k nearest), not every row of the filters."""
+        if self._search is None and not self._pinned_settings:
+            return super().update(**kwargs)
+        return self._found_rows().update(**kwargs)
+
+    update.alters_data = True  # type: ignore[attr-defined]
+
     def _planned(self) -> _Plan | None:
         if self._search is None and not self._pinned_settings:
             return None
