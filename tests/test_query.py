@@ -616,3 +616,16 @@ def test_update_and_delete_touch_only_the_rows_found(articles):
     deleted, _ = Article.objects.similar_to(QUERY, k=2, exact=True).delete()
     assert deleted >= 2
     assert Article.objects.count() == ROWS - 2
+
+
+def test_hybrid_search_runs_its_vector_list_with_the_search_settings(articles):
+    force_index()
+    fused = (
+        Article.objects.filter(price__lt=90)
+        .hybrid_search("cats", QUERY, search_fields=["title"], exact=False, ef_search=77)
+        .annotate(ef=ef_seen())
+    )
+    assert "article_embedding_hnsw" in fused.explain()
+    rows = list(fused)
+    assert rows and {r.ef for r in rows} == {"77"}
+    assert current("hnsw.ef_search") != "77"
