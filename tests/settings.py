@@ -17,6 +17,7 @@ DATABASES = {"default": database_settings(BASE_DIR / ".pgdata")}
 # columns whatever the order of INSTALLED_APPS.
 INSTALLED_APPS = [
     "tests.testapp",
+    "tests.queryapp",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

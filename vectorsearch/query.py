@@ -1,26 +1,67 @@
-"""The query API: ``Model.objects.filter(...).similar_to(vector)``.
+"""The query API: ``Model.objects.filter(...).similar_to(vector)``, hybrid search and MMR.
 
 ``similar_to`` annotates each row with ``distance`` and ``score`` and orders nearest first; it is
-an ordinary queryset method, so ``filter``, ``exclude``, slicing and pagination compose with it
-and the whole search stays one SQL query.
+an ordinary queryset method, so ``filter``, ``exclude``, joins, ``values``, slicing and pagination
+compose with it and each search stays one SQL query.
+
+It only *records* the search. When the queryset runs (iteration, ``count()``, ``explain()``...),
+:meth:`VectorQuerySet._plan` looks at the finished queryset -- filters, slice, ordering -- and
+chooses how to find the rows:
+
+- unfiltered: ``ORDER BY distance LIMIT k`` on the HNSW index, ``hnsw.ef_search`` >= k;
+- filtered, when the planner expects many rows: the k nearest by an *iterative* index scan in a
+  ``pk IN (...)`` subquery, sorted again outside (pgvector's materialized-CTE pattern), so k rows
+  come back even when the filter rejects most of what the index walks past;
+- filtered, when the planner expects few rows, or ``exact=True``: an exact scan of the filtered
+  rows, ordered by ``distance + 0`` so no vector index can be chosen.
+
+The pgvector settings the plan needs are sent with ``SET LOCAL`` in the search's own round trip
+(:mod:`vectorsearch.search_settings`), so they never outlive it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Self, TypeVar
+import enum
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import numpy as np
+from asgiref.sync import sync_to_async
+from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector, SearchVectorField
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import models
+from django.db import connections, models
+from django.db.models import (
+    Case,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    IntegerField,
+    Q,
+    Value,
+    When,
+    Window,
+)
+from django.db.models.functions import Coalesce, RowNumber
+from django.db.models.lookups import GreaterThanOrEqual
 from pgvector import Bit, HalfVector, SparseVector, Vector
 
-from .distances import Distance, vector_type_of
-from .exceptions import InvalidQuery
-from .indexes import index_distance, index_field_names, vector_indexes
+from .conf import get_settings
+from .distances import Distance, IndexMethod, vector_type_of
+from .exceptions import ImproperlyConfiguredVectorSearch, InvalidQuery
+from .indexes import index_distance, index_field_names, index_method, vector_indexes
+from .search_settings import apply_settings
 
-__all__ = ["VectorManager", "VectorQuerySet"]
+__all__ = ["Strategy", "VectorManager", "VectorQuerySet", "mmr_select"]
+
+# pgvector's bounds for hnsw.ef_search.
+EF_SEARCH_RANGE = (1, 1000)
 
 _M = TypeVar("_M", bound=models.Model)
+_Q = TypeVar("_Q", bound=models.QuerySet[Any])
 
 
 def vector_fields(model: type[models.Model]) -> list[models.Field[Any, Any]]:
@@ -36,7 +77,8 @@ def resolve_field(model: type[models.Model], name: str | None) -> models.Field[A
         if len(candidates) == 1:
             return candidates[0]
         raise InvalidQuery(
-            f"{model._meta.label} has {len(candidates)} vector fields; pass field= one of: {choices}."
+            f"{model._meta.label} has {len(candidates)} vector fields; "
+            f"pass field= one of: {choices}."
         )
     try:
         field = model._meta.get_field(name)
@@ -89,8 +131,13 @@ def resolve_distance(
 
 def query_value(field: models.Field[Any, Any], query: Any, distance: Distance) -> Any:
     """Check the query vector against the field and return it in the form pgvector expects."""
+    return _query_parts(field, query, distance)[0]
+
+
+def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) -> tuple[Any, Any]:
+    """(the query as SQL value or expression, the checked vector in Python or None)."""
     if hasattr(query, "resolve_expression"):
-        return query
+        return query, None
     if isinstance(query, str) and vector_type_of(field) != "bit":
         from .registry import embed_query
 
@@ -114,14 +161,263 @@ def query_value(field: models.Field[Any, Any], query: Any, distance: Distance) -
                 "every row is undefined. Use another vector, or the l2 distance."
             )
     if vtype == "bit":
-        return Bit(value).to_text()
+        return Bit(value).to_text(), value
     if vtype == "sparsevec":
-        return value
-    return HalfVector(value) if vtype == "halfvec" else Vector(value)
+        return value, value
+    return Value(vector_literal(value)), value
+
+
+def vector_literal(value: Any) -> str:
+    """``[1,2,3]`` text for a dense vector, formatted once per query.
+
+    ``%.9g`` is exact for float32 (what a vector column stores) and several times faster than
+    ``str()`` of each numpy scalar, which matters at 384+ dimensions on every request.
+    """
+    numbers = np.asarray(value, dtype=np.float32).tolist()
+    return "[" + ",".join(["%.9g"] * len(numbers)) % tuple(numbers) + "]"
+
+
+class Strategy(enum.StrEnum):
+    """How a similarity query finds its rows."""
+
+    #: Compute the distance of every row the filters keep, then sort: complete and exact.
+    EXACT = "exact"
+    #: Walk the HNSW/IVFFlat index (with an iterative scan when rows are filtered): approximate.
+    INDEX = "index"
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What similar_to() was asked, kept on the queryset until it runs."""
+
+    field: str
+    distance: Distance
+    value: Any
+    vector: Any
+    k: int | None
+    max_distance: float | None
+    exact: bool | None
+    ef_search: int | None
+    exclude_pk: Any
+    index_method: IndexMethod | None
+
+
+@dataclass
+class _Plan:
+    """The queryset that actually runs, and the settings it runs with."""
+
+    queryset: VectorQuerySet[Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    strategy: Strategy | None = None
+    # Rows the caller should get if the filters keep enough rows; a shorter answer from an
+    # iterative index scan (it gave up after max_scan_tuples) is completed by an exact scan.
+    expected: int | None = None
+
+
+def index_method_for(
+    model: type[models.Model], field_name: str, distance: Distance
+) -> IndexMethod | None:
+    """The method of an index that serves ``distance`` on ``field_name`` (HNSW preferred)."""
+    methods = {
+        index_method(index)
+        for index in vector_indexes(model)
+        if field_name in index_field_names(index, model)
+        and index_distance(index, model) is distance
+    }
+    if IndexMethod.HNSW in methods:
+        return IndexMethod.HNSW
+    return IndexMethod.IVFFLAT if methods else None
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or not low <= value <= high
+    ):
+        raise InvalidQuery(f"{name} must be a whole number from {low} to {high}, not {value!r}.")
+    return int(value)
+
+
+# The integer settings this module reads, with their allowed ranges.
+_SETTING_RANGES = {
+    "MAX_K": (1, 100_000),
+    "EF_SEARCH": EF_SEARCH_RANGE,
+    "FILTERED_EF_SEARCH": EF_SEARCH_RANGE,
+    "MAX_SCAN_TUPLES": (1, 2**31 - 1),
+    "EXACT_SEARCH_MAX_ROWS": (0, 2**63 - 1),
+    "RRF_K": (0, 1_000_000),
+}
+_checked_settings: list[dict[str, Any]] = []
+
+
+def query_settings() -> dict[str, Any]:
+    """``get_settings()``, with the query layer's keys checked once per settings dict."""
+    conf = get_settings()
+    if not _checked_settings or _checked_settings[0] is not conf:
+        for key, (low, high) in _SETTING_RANGES.items():
+            value = conf[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ImproperlyConfiguredVectorSearch(
+                    f"VECTORSEARCH[{key!r}] must be a whole number from {low} to {high}, "
+                    f"not {value!r}."
+                )
+        _checked_settings[:] = [conf]
+    return conf
+
+
+def check_k(k: Any) -> int | None:
+    """``k`` as an int, or InvalidQuery unless 1 <= k <= VECTORSEARCH["MAX_K"]."""
+    return _check_int("k", k, 1, query_settings()["MAX_K"])
+
+
+def check_ef_search(ef_search: Any) -> int | None:
+    """``ef_search`` as an int, or InvalidQuery outside pgvector's 1 to 1000."""
+    return _check_int("ef_search", ef_search, *EF_SEARCH_RANGE)
+
+
+def max_distance_for(distance: Distance, threshold: Any, dimensions: int | None) -> float:
+    """The largest distance whose score is at least ``threshold`` (see :meth:`Distance.score`)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.floating):
+        raise InvalidQuery(f"threshold must be a number (a minimum score), not {threshold!r}.")
+    t = float(threshold)
+    if not math.isfinite(t):
+        raise InvalidQuery(f"threshold must be a finite number, not {t!r}.")
+    if distance is Distance.COSINE:
+        low, high = -1.0, 1.0
+    elif distance is Distance.INNER_PRODUCT:
+        return -t
+    elif distance is Distance.JACCARD or (distance is Distance.HAMMING and dimensions):
+        low, high = 0.0, 1.0
+    else:  # L2, L1, Hamming of unknown length: score = 1 / (1 + distance)
+        if not 0.0 < t <= 1.0:
+            raise InvalidQuery(
+                f"A {distance} score is 1 / (1 + distance), from 0 (excluded) to 1; "
+                f"threshold={t!r} is outside that range."
+            )
+        return 1.0 / t - 1.0
+    if not low <= t <= high:
+        raise InvalidQuery(
+            f"A {distance} score ranges from {low:g} to {high:g}; threshold={t!r} is outside it."
+        )
+    if distance is Distance.HAMMING:
+        assert dimensions
+        return (1.0 - t) * dimensions
+    return 1.0 - t
+
+
+def _instance_vector(
+    model: type[models.Model], model_field: models.Field[Any, Any], instance: models.Model
+) -> tuple[Any, Any]:
+    """The stored vector of ``instance`` and its pk, for a "more like this" query."""
+    if instance._meta.concrete_model is not model._meta.concrete_model:
+        raise InvalidQuery(
+            f"Cannot rank {model._meta.label} rows by similarity to a "
+            f"{instance._meta.label} instance; pass a {model._meta.label} instance or a vector."
+        )
+    if model_field.attname in instance.get_deferred_fields():
+        instance.refresh_from_db(fields=[model_field.attname])
+    value = getattr(instance, model_field.attname)
+    if value is None:
+        raise InvalidQuery(
+            f"{model._meta.label} {instance.pk!r} has no {model_field.name} vector to compare "
+            "with; embed it first or pass a vector."
+        )
+    return value, instance.pk
+
+
+def _reorder(queryset: _Q, ordering: Sequence[Any]) -> _Q:
+    """``queryset.order_by(*ordering)`` in place, on a clone the caller owns (one clone less)."""
+    queryset.query.clear_ordering(force=True, clear_default=False)
+    queryset.query.add_ordering(*ordering)
+    return queryset
+
+
+def _swap_distance_ordering(ordering: tuple[Any, ...]) -> list[Any]:
+    """``ordering`` with "distance" hidden from the index, so the planner sorts exactly.
+
+    ``ORDER BY (embedding <=> q) + 0`` sorts by the same value, but no vector index matches it:
+    the planner then filters first (using the B-tree indexes of the filters) and computes the
+    distance only for the rows kept. That is the exact strategy, and the outer sort of the
+    index strategy (which must sort its k rows again, not walk the index a second time).
+    """
+    swapped: list[Any] = []
+    for item in ordering:
+        if item in ("distance", "-distance"):
+            exact = F("distance") + Value(0.0)
+            swapped.append(exact.desc() if item.startswith("-") else exact.asc())
+        else:
+            swapped.append(item)
+    return swapped
+
+
+# Planner estimates by (database, filter SQL, parameters): a site runs the same few filters
+# over and over, and an EXPLAIN round trip is a sizeable share of a fast search.
+_ESTIMATES: dict[tuple[Any, ...], tuple[float, float]] = {}
+ESTIMATE_TTL = 60.0
+_ESTIMATES_MAX = 1024
+
+
+def _estimate_rows(queryset: models.QuerySet[Any]) -> float:
+    """The planner's estimate of the rows ``queryset``'s filters keep (one EXPLAIN, no scan).
+
+    Cached for :data:`ESTIMATE_TTL` seconds per filter SQL and parameters.
+    """
+    probe = queryset.order_by().values("pk")
+    probe.query.clear_limits()
+    sql, params = probe.query.get_compiler(using=queryset.db).as_sql()
+    key: tuple[Any, ...] | None = (queryset.db, sql, *params)
+    now = time.monotonic()
+    try:
+        cached = _ESTIMATES.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable parameter: estimate every time
+        key, cached = None, None
+    if cached is not None and now - cached[0] < ESTIMATE_TTL:
+        return cached[1]
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        row = cursor.fetchone()
+    plan = json.loads(row[0]) if isinstance(row[0], str) else row[0]
+    rows = float(plan[0]["Plan"]["Plan Rows"])
+    if key is not None:
+        if len(_ESTIMATES) >= _ESTIMATES_MAX:
+            _ESTIMATES.clear()
+        _ESTIMATES[key] = (now, rows)
+    return rows
 
 
 class VectorQuerySet(models.QuerySet[_M]):
-    """A queryset that can rank rows by vector similarity."""
+    """A queryset that can rank rows by vector similarity.
+
+    :meth:`similar_to` only records the search and adds the ``distance`` and ``score``
+    annotations; the strategy (exact scan or index scan), the pgvector settings and the SQL shape
+    are chosen when the queryset runs, once every filter, slice and ordering is known.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._search: _Search | None = None
+        # Settings pinned by hybrid_search() for its single statement.
+        self._pinned_settings: dict[str, Any] = {}
+
+    if TYPE_CHECKING:  # Django's private queryset API, which django-stubs leaves out.
+        _fields: tuple[str, ...] | None
+        _prefetch_related_lookups: tuple[Any, ...]
+        _prefetch_done: bool
+
+        def _chain(self) -> Self: ...
+        def _prefetch_related_objects(self) -> None: ...
+        def _iterator(self, use_chunked_fetch: bool, chunk_size: int | None) -> Iterator[Any]: ...
+
+    def _clone(self) -> Self:
+        clone: Self = super()._clone()  # type: ignore[misc]
+        clone._search = self._search
+        clone._pinned_settings = self._pinned_settings
+        return clone
+
+    # -- building -------------------------------------------------------------------------------
 
     def similar_to(
         self,
@@ -129,35 +425,544 @@ class VectorQuerySet(models.QuerySet[_M]):
         *,
         field: str | None = None,
         distance: Distance | str | None = None,
+        k: int | None = None,
+        threshold: float | None = None,
+        exact: bool | None = None,
+        ef_search: int | None = None,
     ) -> Self:
         """Rows ordered by similarity to ``query``, nearest first.
 
-        Each row gets two annotations: ``distance`` (pgvector's, smaller is nearer) and ``score``
-        (higher is more similar; see :meth:`Distance.score`). ``field`` defaults to the model's
-        only vector field and ``distance`` to the one its vector index serves. Raises
-        :class:`~vectorsearch.exceptions.InvalidQuery` before any SQL runs when the vector, field
-        or distance is wrong.
+        ``query`` is a vector (list, numpy array, pgvector ``Vector``...), a text (embedded by
+        the registry's embedder) or a model instance ("more like this": its stored vector, and
+        the instance itself left out). Each row gets two annotations: ``distance`` (pgvector's,
+        smaller is nearer) and ``score`` (higher is more similar; see :meth:`Distance.score`).
+
+        - ``field`` defaults to the model's only vector field, ``distance`` to the one its
+          vector index serves.
+        - ``k``: at most the k nearest rows (1 to ``VECTORSEARCH["MAX_K"]``); a slice such as
+          ``[:10]`` does the same.
+        - ``threshold``: only rows whose ``score`` is at least this.
+        - ``exact``: True scans the filtered rows exactly, False walks the vector index (with
+          an iterative scan under filters); None (default) chooses per query from the planner's
+          estimate of the rows the filters keep (``VECTORSEARCH["EXACT_SEARCH_MAX_ROWS"]``).
+        - ``ef_search``: HNSW's candidate list size for this query (1 to 1000; default
+          ``VECTORSEARCH["EF_SEARCH"]``).
+
+        Raises :class:`~vectorsearch.exceptions.InvalidQuery` before any SQL runs when the
+        vector, field, distance or an option is wrong.
         """
+        if self._search is not None:
+            raise InvalidQuery(
+                "This queryset is already ranked by similar_to(); call it once per queryset."
+            )
         model_field = resolve_field(self.model, field)
         chosen = resolve_distance(self.model, model_field, distance)
-        value = query_value(model_field, query, chosen)
+        k = check_k(k)
+        ef_search = check_ef_search(ef_search)
+        if exact not in (None, True, False):
+            raise InvalidQuery(
+                f"exact must be True, False or None (choose per query), not {exact!r}."
+            )
+        exclude_pk = None
+        if isinstance(query, models.Model):
+            query, exclude_pk = _instance_vector(self.model, model_field, query)
+        value, vector = _query_parts(model_field, query, chosen)
         size = getattr(model_field, "length", None) if chosen is Distance.HAMMING else None
-        return (
-            self.annotate(
-                distance=chosen.expression(model_field.name, value),
+        max_distance = None if threshold is None else max_distance_for(chosen, threshold, size)
+        method = index_method_for(self.model, model_field.name, chosen)
+        if exact is False and method is None:
+            raise InvalidQuery(
+                f"exact=False needs a vector index for the {chosen} distance on "
+                f"{self.model._meta.label}.{model_field.name}, and none is declared; add an "
+                "HnswIndex to Meta.indexes or leave exact unset."
+            )
+        if ef_search is not None and method is IndexMethod.IVFFLAT:
+            raise InvalidQuery(
+                f"ef_search applies to HNSW indexes; {self.model._meta.label}.{model_field.name} "
+                "is indexed with IVFFlat."
+            )
+        # One annotate() call (score refers to distance) and one order_by(): each queryset
+        # method clones the query, which is a measurable share of a fast search.
+        clone = self.annotate(
+            distance=chosen.expression(model_field.name, value),
+            score=chosen.score("distance", dimensions=size),
+        ).order_by("distance")
+        clone._search = _Search(
+            field=model_field.name,
+            distance=chosen,
+            value=value,
+            vector=vector,
+            k=k,
+            max_distance=max_distance,
+            exact=exact,
+            ef_search=ef_search,
+            exclude_pk=exclude_pk,
+            index_method=method,
+        )
+        return clone
+
+    def hybrid_search(
+        self,
+        text: str,
+        vector: Any = None,
+        *,
+        search_fields: str | Sequence[str] | None = None,
+        config: str | None = None,
+        field: str | None = None,
+        distance: Distance | str | None = None,
+        candidates: int = 50,
+        k: int | None = None,
+        rrf_k: int | None = None,
+        exact: bool | None = None,
+        ef_search: int | None = None,
+    ) -> Self:
+        """Full-text and vector search fused by reciprocal rank fusion, in one SQL query.
+
+        The ``candidates`` best rows by PostgreSQL full-text rank (``websearch`` syntax over
+        ``search_fields``: a ``SearchVectorField``, or text fields turned into a search vector
+        on the fly) and the ``candidates`` nearest by vector (``vector``, or ``text`` embedded
+        by the registry) are merged; each row gets ``rrf_score`` = sum over the lists it is in
+        of ``1 / (rrf_k + its rank there)``, plus ``vector_rank`` and ``text_rank`` (None when
+        absent from a list), ``distance``, ``score`` and ``text_score`` (``ts_rank``). Rows come
+        best fused first; ``k`` keeps the first k.
+
+        Filter before calling it, so both lists are drawn from the filtered rows; it must be
+        the last ranking step (similar_to() cannot follow it).
+        """
+        if self._search is not None or self._pinned_settings:
+            raise InvalidQuery("hybrid_search() cannot follow similar_to() or hybrid_search().")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidQuery("hybrid_search() needs a non-empty text to search for.")
+        candidates_ = check_k(candidates)
+        assert candidates_ is not None
+        k = check_k(k)
+        rrf = query_settings()["RRF_K"] if rrf_k is None else rrf_k
+        rrf = _check_int("rrf_k", rrf, 0, 1_000_000) or 0
+        document = _search_document(self.model, search_fields, config)
+        text_query = SearchQuery(text, config=config, search_type="websearch")
+
+        ranked = self.similar_to(
+            text if vector is None else vector,
+            field=field,
+            distance=distance,
+            k=candidates_,
+            exact=exact,
+            ef_search=ef_search,
+        )
+        plan = ranked._plan()
+        vector_ids = plan.queryset.values("pk")
+        text_ids = (
+            self.alias(_document=document)
+            .filter(_document=text_query)
+            .annotate(_text_score=SearchRank(document, text_query))
+            .order_by("-_text_score", "pk")
+            .values("pk")[:candidates_]
+        )
+        assert ranked._search is not None
+        search = ranked._search
+        size = getattr(self.model._meta.get_field(search.field), "length", None)
+        n = Value(candidates_)
+        # Ranks are row numbers over the merged candidates. A row of the vector list is nearer
+        # than every row only the text list brought (and vice versa for text rank), so the first
+        # `candidates` positions are exactly each list: no need to compare against the lists
+        # again, which would run their subqueries once per mention.
+        by_distance = Window(RowNumber(), order_by=[F("distance").asc(), F("pk").asc()])
+        by_text = Window(RowNumber(), order_by=[F("text_score").desc(), F("pk").asc()])
+        matches = Q(_document=text_query)
+        fused = (
+            self.filter(Q(pk__in=vector_ids) | Q(pk__in=text_ids))
+            .alias(_document=document)
+            .annotate(distance=search.distance.expression(search.field, search.value))
+            .annotate(score=search.distance.score("distance", dimensions=size))
+            .annotate(text_score=SearchRank(document, text_query))
+            .annotate(
+                vector_rank=Case(
+                    When(GreaterThanOrEqual(n, by_distance), then=by_distance),
+                    default=None,
+                    output_field=IntegerField(),
+                ),
+                text_rank=Case(
+                    When(matches & Q(GreaterThanOrEqual(n, by_text)), then=by_text),
+                    default=None,
+                    output_field=IntegerField(),
+                ),
             )
             .annotate(
-                score=chosen.score("distance", dimensions=size),
+                rrf_score=ExpressionWrapper(
+                    Coalesce(Value(1.0) / (Value(float(rrf)) + F("vector_rank")), Value(0.0))
+                    + Coalesce(Value(1.0) / (Value(float(rrf)) + F("text_rank")), Value(0.0)),
+                    output_field=FloatField(),
+                )
             )
-            .order_by("distance")
+            .order_by("-rrf_score", "distance", "pk")
         )
+        fused._pinned_settings = plan.settings
+        if k is not None:
+            fused = fused[:k]
+        return fused
+
+    def mmr(
+        self,
+        query: Any,
+        *,
+        k: int = 10,
+        fetch_k: int | None = None,
+        lambda_mult: float = 0.5,
+        **options: Any,
+    ) -> list[_M]:
+        """``k`` rows that are similar to ``query`` *and* different from each other.
+
+        Maximal marginal relevance: from the ``fetch_k`` nearest rows (default ``4 * k``), pick
+        greedily the row maximising ``lambda_mult * sim(row, query) - (1 - lambda_mult) *
+        max sim(row, picked)``, with cosine similarity. ``lambda_mult`` = 1 is plain similarity
+        order, 0 maximal diversity. ``options`` go to :meth:`similar_to`. Returns model
+        instances, in pick order, with their ``distance`` and ``score``.
+        """
+        k_ = check_k(k)
+        assert k_ is not None
+        fetch = check_k(4 * k_ if fetch_k is None else fetch_k)
+        assert fetch is not None
+        if fetch < k_:
+            raise InvalidQuery(f"fetch_k ({fetch}) must be at least k ({k_}).")
+        if isinstance(lambda_mult, bool) or not isinstance(lambda_mult, int | float):
+            raise InvalidQuery(f"lambda_mult must be a number from 0 to 1, not {lambda_mult!r}.")
+        if not 0.0 <= lambda_mult <= 1.0:
+            raise InvalidQuery(f"lambda_mult must be from 0 to 1, not {lambda_mult!r}.")
+        if self._fields is not None:
+            raise InvalidQuery("mmr() returns model instances; call it before values().")
+        ranked = self.similar_to(query, k=fetch, **options)
+        assert ranked._search is not None
+        search = ranked._search
+        if search.vector is None:
+            raise InvalidQuery("mmr() needs a query vector or instance, not an SQL expression.")
+        rows = list(ranked)
+        if not rows:
+            return []
+        attname = self.model._meta.get_field(search.field).attname  # type: ignore[union-attr]
+        matrix = np.stack([_dense(getattr(row, attname)) for row in rows])
+        query_vector = _dense(search.vector)
+        return [rows[i] for i in mmr_select(query_vector, matrix, k_, float(lambda_mult))]
+
+    async def ammr(self, query: Any, **options: Any) -> list[_M]:
+        """:meth:`mmr` for async code."""
+        return await sync_to_async(self.mmr)(query, **options)
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def _plan(self, *, allow_sql: bool = True, force_exact: bool = False) -> _Plan:
+        """Choose the strategy and SQL shape now that filters, slices and ordering are known."""
+        base = self._chain()
+        base._search = None
+        base._pinned_settings = {}
+        search = self._search
+        if search is None:
+            return _Plan(base, dict(self._pinned_settings))
+        conf = query_settings()
+        low, high = base.query.low_mark, base.query.high_mark
+        base.query.clear_limits()
+        filtered = base.query.has_filters()
+        if search.exclude_pk is not None:
+            base = base.exclude(pk=search.exclude_pk)
+        ordering = tuple(base.query.order_by)
+        by_distance = base.query.standard_ordering and ordering[:1] == ("distance",)
+        # The k nearest: with similarity order a slice asks the same as k; under another
+        # ordering only k does (a slice then cuts the reordered rows).
+        limit: int | None = search.k
+        if by_distance and high is not None:
+            limit = high if limit is None else min(limit, high)
+        if not by_distance and limit is None and search.max_distance is None:
+            # Ranked by something else and no k: nothing to search, only annotations.
+            base.query.set_limits(low, high)
+            return _Plan(base)
+
+        if force_exact or search.exact is True or search.index_method is None:
+            strategy = Strategy.EXACT
+        elif search.exact is False:
+            strategy = Strategy.INDEX
+        elif limit is None and search.max_distance is None:
+            strategy = Strategy.EXACT  # no LIMIT: an index scan would visit every row anyway
+        elif not filtered:
+            strategy = Strategy.INDEX
+        elif not allow_sql:
+            strategy = Strategy.EXACT  # a subquery: no settings reach it, so stay complete
+        else:
+            estimate = _estimate_rows(base)
+            strategy = (
+                Strategy.EXACT if estimate <= conf["EXACT_SEARCH_MAX_ROWS"] else Strategy.INDEX
+            )
+
+        threshold = Q() if search.max_distance is None else Q(distance__lte=search.max_distance)
+        outer_high = limit if by_distance else high
+        settings: dict[str, Any] = {}
+        if strategy is Strategy.EXACT:
+            if limit is None:
+                queryset = base.filter(threshold) if threshold else base
+            else:
+                # The k nearest by a subquery that computes one distance per filtered row and
+                # selects only the pk; the outer query computes distance and score for k rows.
+                # (In one query, PostgreSQL would compute every distance expression of the
+                # select list for every filtered row before sorting them.)
+                inner = _reorder(base.values("pk"), _swap_distance_ordering(("distance",)))
+                inner.query.standard_ordering = True  # the nearest, even under reverse()
+                inner.query.set_limits(high=limit)
+                queryset = base.filter(Q(pk__in=inner) & threshold)
+            _reorder(queryset, _swap_distance_ordering(ordering))
+        else:
+            ef = search.ef_search or conf["FILTERED_EF_SEARCH" if filtered else "EF_SEARCH"]
+            simple = (
+                by_distance and not filtered and search.max_distance is None and limit is not None
+            )
+            if simple:
+                # Unfiltered: one index scan returns ef_search rows in order, so ef_search >= the
+                # rows asked (plus the left-out instance) makes it complete without an iterative
+                # scan.
+                assert limit is not None
+                wanted = limit + (1 if search.exclude_pk is not None else 0)
+                settings = _index_settings(search.index_method, max(ef, min(wanted, 1000)), False)
+                queryset = base
+            else:
+                # Filtered or thresholded: the k nearest by an iterative index scan (relaxed
+                # order, so it keeps going until k rows pass the filters), then sorted again
+                # exactly outside -- pgvector's materialized-CTE pattern, as "pk IN (subquery)"
+                # so it stays a queryset. The planner runs the subquery first and fetches its k
+                # rows by primary key.
+                inner = _reorder(base.values("pk"), ("distance",))
+                inner.query.standard_ordering = True  # the nearest, even under reverse()
+                inner.query.set_limits(high=limit if limit is not None else conf["MAX_K"])
+                settings = _index_settings(search.index_method, ef, True)
+                queryset = _reorder(
+                    base.filter(Q(pk__in=inner) & threshold), _swap_distance_ordering(ordering)
+                )
+        if settings and base.query.select_for_update:
+            # Inside a transaction the settings are undone by rolling back to a savepoint, which
+            # would also release the row locks the search took.
+            raise InvalidQuery(
+                "select_for_update() cannot lock the rows of an index search, whose pgvector "
+                "settings are rolled back with a savepoint; pass exact=True, or lock the rows "
+                "found in a second query."
+            )
+        queryset.query.set_limits(low, outer_high)
+        expected = None
+        if (
+            strategy is Strategy.INDEX
+            and filtered
+            and search.max_distance is None
+            and search.exact is None
+            and outer_high
+        ):
+            expected = outer_high - low
+        return _Plan(queryset, settings, strategy, expected)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _fetch_all(self) -> None:
+        if self._result_cache is not None or (self._search is None and not self._pinned_settings):
+            super()._fetch_all()
+            return
+        plan = self._plan()
+        # The plan prefetches nothing: a short answer may be replaced below, and prefetching is
+        # done once on the final rows.
+        plan.queryset._prefetch_related_lookups = ()
+        with apply_settings(plan.queryset.db, plan.settings):
+            plan.queryset._fetch_all()
+        results = plan.queryset._result_cache
+        assert results is not None
+        if plan.expected is not None and len(results) < plan.expected:
+            # The iterative scan hit max_scan_tuples before finding enough rows that pass the
+            # filters; an exact scan of the filtered rows is complete.
+            retry = self._plan(force_exact=True).queryset
+            retry._prefetch_related_lookups = ()
+            retry._fetch_all()
+            results = retry._result_cache
+        self._result_cache = results
+        if self._prefetch_related_lookups and not self._prefetch_done:
+            self._prefetch_related_objects()
+
+    def _found_rows(self) -> models.QuerySet[_M]:
+        """The rows this search finds, as a plain queryset of their primary keys."""
+        pks = list(self.values_list("pk", flat=True))
+        return self.model._base_manager.using(self.db).filter(pk__in=pks)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Delete the rows the search finds (the k nearest), not every row of the filters."""
+        if self._search is None and not self._pinned_settings:
+            return super().delete()
+        return self._found_rows().delete()
+
+    delete.alters_data = True  # type: ignore[attr-defined]
+    delete.queryset_only = True  # type: ignore[attr-defined]
+
+    def update(self, **kwargs: Any) -> int:
+        """Update the rows the search finds (the k nearest), not every row of the filters."""
+        if self._search is None and not self._pinned_settings:
+            return super().update(**kwargs)
+        return self._found_rows().update(**kwargs)
+
+    update.alters_data = True  # type: ignore[attr-defined]
+
+    def _planned(self) -> _Plan | None:
+        if self._search is None and not self._pinned_settings:
+            return None
+        return self._plan()
+
+    def count(self) -> int:
+        plan = None if self._result_cache is not None else self._planned()
+        if plan is None:
+            return super().count()
+        with apply_settings(plan.queryset.db, plan.settings):
+            return plan.queryset.count()
+
+    def exists(self) -> bool:
+        plan = None if self._result_cache is not None else self._planned()
+        if plan is None:
+            return super().exists()
+        with apply_settings(plan.queryset.db, plan.settings):
+            return plan.queryset.exists()
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        plan = self._planned()
+        if plan is None:
+            return super().aggregate(*args, **kwargs)
+        with apply_settings(plan.queryset.db, plan.settings):
+            return plan.queryset.aggregate(*args, **kwargs)
+
+    def explain(self, *, format: str | None = None, **options: Any) -> str:
+        """EXPLAIN the query as it would run: the chosen strategy, with its settings applied."""
+        plan = self._planned()
+        if plan is None:
+            return super().explain(format=format, **options)
+        with apply_settings(plan.queryset.db, plan.settings):
+            return plan.queryset.explain(format=format, **options)
+
+    def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
+        plan = self._planned()
+        if plan is None:
+            return super().iterator(chunk_size)
+        # No server-side cursor: its rows are read after the statement that set the settings.
+        return self._iterate(plan, chunk_size)
+
+    def _iterate(self, plan: _Plan, chunk_size: int | None) -> Iterator[Any]:
+        if chunk_size is None and self._prefetch_related_lookups:
+            raise ValueError(
+                "chunk_size must be provided when using QuerySet.iterator() after "
+                "prefetch_related()."
+            )
+        with apply_settings(plan.queryset.db, plan.settings):
+            yield from plan.queryset._iterator(False, chunk_size or 2000)
+
+    async def aiterator(self, chunk_size: int = 2000) -> AsyncIterator[Any]:
+        if self._search is None and not self._pinned_settings:
+            async for row in super().aiterator(chunk_size):
+                yield row
+            return
+        rows = await sync_to_async(lambda: list(self.iterator(chunk_size)))()
+        for row in rows:
+            yield row
+
+    def resolve_expression(self, *args: Any, **kwargs: Any) -> Any:
+        """As a subquery (``pk__in=...``), the planned query without settings.
+
+        No ``SET LOCAL`` reaches a subquery, so a filtered search there scans exactly and an
+        unfiltered one uses the index with the server's ``hnsw.ef_search``.
+        """
+        if self._search is None and not self._pinned_settings:
+            return super().resolve_expression(*args, **kwargs)
+        return self._plan(allow_sql=False).queryset.resolve_expression(*args, **kwargs)
+
+    resolve_expression.queryset_only = True  # type: ignore[attr-defined]
+
+
+def _index_settings(method: IndexMethod | None, ef_search: int, iterative: bool) -> dict[str, Any]:
+    conf = query_settings()
+    if method is IndexMethod.IVFFLAT:
+        settings: dict[str, Any] = {
+            "ivfflat.iterative_scan": "relaxed_order" if iterative else "off"
+        }
+        return settings
+    settings = {
+        "hnsw.ef_search": ef_search,
+        "hnsw.iterative_scan": "relaxed_order" if iterative else "off",
+    }
+    if iterative:
+        settings["hnsw.max_scan_tuples"] = conf["MAX_SCAN_TUPLES"]
+    return settings
+
+
+def _search_document(
+    model: type[models.Model], search_fields: str | Sequence[str] | None, config: str | None
+) -> Any:
+    """The tsvector to search: a SearchVectorField, or text fields as a SearchVector."""
+    if search_fields is None:
+        vectors = [f.name for f in model._meta.concrete_fields if isinstance(f, SearchVectorField)]
+        if len(vectors) != 1:
+            raise InvalidQuery(
+                f"Pass search_fields= to hybrid_search(): {model._meta.label} has "
+                f"{len(vectors)} SearchVectorField(s); name one, or the text fields to search."
+            )
+        return F(vectors[0])
+    names = [search_fields] if isinstance(search_fields, str) else list(search_fields)
+    if not names:
+        raise InvalidQuery("search_fields must name at least one field.")
+    for name in names:
+        try:
+            model._meta.get_field(name)
+        except FieldDoesNotExist:
+            raise InvalidQuery(
+                f"{model._meta.label} has no field {name!r} to search in search_fields."
+            ) from None
+    if len(names) == 1 and isinstance(model._meta.get_field(names[0]), SearchVectorField):
+        return F(names[0])
+    return SearchVector(*names, config=config)
+
+
+def _dense(value: Any) -> np.ndarray[Any, Any]:
+    if isinstance(value, SparseVector):
+        return np.asarray(value.to_numpy(), dtype=np.float64)
+    if isinstance(value, Vector | HalfVector):
+        return np.asarray(value.to_numpy(), dtype=np.float64)
+    if isinstance(value, str):  # bit string
+        return np.array([c == "1" for c in value], dtype=np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
+def mmr_select(
+    query: np.ndarray[Any, Any], candidates: np.ndarray[Any, Any], k: int, lambda_mult: float
+) -> list[int]:
+    """Indices of ``k`` rows of ``candidates`` chosen by maximal marginal relevance."""
+    norms = np.linalg.norm(candidates, axis=1)
+    norms[norms == 0] = 1.0
+    unit = candidates / norms[:, None]
+    q = query / (np.linalg.norm(query) or 1.0)
+    relevance = unit @ q
+    pairwise = unit @ unit.T
+    chosen: list[int] = []
+    redundancy = np.full(len(candidates), -np.inf)
+    for _ in range(min(k, len(candidates))):
+        if chosen:
+            marginal = lambda_mult * relevance - (1.0 - lambda_mult) * redundancy
+        else:
+            marginal = relevance.copy()
+        marginal[chosen] = -np.inf
+        pick = int(np.argmax(marginal))
+        chosen.append(pick)
+        redundancy = np.maximum(redundancy, pairwise[pick])
+    return chosen
 
 
 class VectorManager(models.Manager[_M]):
-    """``objects = VectorManager()``: a manager whose querysets have :meth:`~VectorQuerySet.similar_to`."""
+    """``objects = VectorManager()``: a manager whose querysets rank by vector similarity."""
 
     def get_queryset(self) -> VectorQuerySet[_M]:
         return VectorQuerySet(self.model, using=self._db)
 
     def similar_to(self, query: Any, **kwargs: Any) -> VectorQuerySet[_M]:
         return self.get_queryset().similar_to(query, **kwargs)
+
+    def hybrid_search(self, text: str, vector: Any = None, **kwargs: Any) -> VectorQuerySet[_M]:
+        return self.get_queryset().hybrid_search(text, vector, **kwargs)
+
+    def mmr(self, query: Any, **kwargs: Any) -> list[_M]:
+        return self.get_queryset().mmr(query, **kwargs)
+
+    async def ammr(self, query: Any, **kwargs: Any) -> list[_M]:
+        return await self.get_queryset().ammr(query, **kwargs)
