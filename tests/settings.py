@@ -17,6 +17,7 @@ DATABASES = {"default": database_settings(BASE_DIR / ".pgdata")}
 # columns whatever the order of INSTALLED_APPS.
 INSTALLED_APPS = [
     "tests.testapp",
+    "tests.embedapp",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -52,3 +53,9 @@ TEMPLATES = [
         },
     }
 ]
+
+# Small embedders keep the tests fast; "default" is what registrations use unless they name one.
+VECTORSEARCH_EMBEDDERS = {
+    "default": {"BACKEND": "vectorsearch.embedders.HashingEmbedder", "OPTIONS": {"dimensions": 64}},
+    "small": {"BACKEND": "vectorsearch.embedders.HashingEmbedder", "OPTIONS": {"dimensions": 32}},
+}

@@ -1,0 +1,137 @@
+"""Saves, edits, deletes and embedder changes keep the stored vectors right (real database)."""
+
+import numpy as np
+import pytest
+from django.contrib.contenttypes.models import ContentType
+from django.test import override_settings
+
+import vectorsearch
+from tests.embedapp.models import Article, Note, Tag
+from vectorsearch import embedders
+from vectorsearch.models import Embedding
+from vectorsearch.registry import registry
+from vectorsearch.sync import backfill, status
+
+pytestmark = pytest.mark.django_db
+
+
+def rows_of(obj):
+    ct = ContentType.objects.get_for_model(type(obj))
+    return Embedding.objects.filter(content_type=ct, object_id=str(obj.pk))
+
+
+def test_saving_a_generic_model_stores_its_vector_with_identity_and_hash():
+    note = Note.objects.create(title="Reset your password", body="Use the link we email you.")
+    (row,) = rows_of(note)
+    registration = registry.get(Note)
+    assert row.key == "@default"
+    assert row.identity == embedders["default"].identity
+    assert row.source_hash == registration.hash_text(
+        "Reset your password\n\nUse the link we email you."
+    )
+    expected = embedders["default"].embed(["Reset your password\n\nUse the link we email you."])[0]
+    np.testing.assert_allclose(row.vector, expected, rtol=1e-6)
+
+
+def test_saving_a_model_with_its_own_column_fills_the_column_and_the_bookkeeping():
+    article = Article.objects.create(title="Cats", body="Cats purr.")
+    article.refresh_from_db()
+    assert article.embedding is not None and len(article.embedding) == 64
+    (row,) = rows_of(article)
+    assert row.key == "embedding" and row.vector is None
+
+
+def test_editing_the_text_re_embeds_and_an_unrelated_save_does_not():
+    note = Note.objects.create(title="Cats", body="")
+    first = rows_of(note).get()
+    note.category = "pets"
+    note.save(update_fields=["category"])
+    assert rows_of(note).get().updated_at == first.updated_at
+    note.save()  # same text: still current, nothing rewritten
+    assert rows_of(note).get().updated_at == first.updated_at
+    note.body = "Dogs bark."
+    note.save()
+    second = rows_of(note).get()
+    assert second.source_hash != first.source_hash
+    assert not np.allclose(second.vector, first.vector)
+
+
+def test_deleting_an_object_leaves_no_vector():
+    note = Note.objects.create(title="Cats")
+    article = Article.objects.create(title="Dogs")
+    note.delete()
+    Article.objects.filter(pk=article.pk).delete()  # a queryset delete sends post_delete too
+    assert Embedding.objects.count() == 0
+
+
+def test_text_primary_keys_and_callable_text_work():
+    tag = Tag.objects.create(slug="django-orm", label="Django ORM")
+    (row,) = rows_of(tag)
+    assert row.object_id == "django-orm" and row.key == "@small"
+    assert row.source_hash == registry.get(Tag).hash_text("django-orm: Django ORM")
+    assert len(row.vector) == 32
+
+
+def test_an_edit_made_behind_the_orms_back_is_reported_stale_and_refreshed():
+    note = Note.objects.create(title="Cats", body="Cats purr.")
+    Note.objects.filter(pk=note.pk).update(body="Cats purr loudly.")  # no signal
+    Note.objects.bulk_create([Note(title="Bulk")])  # no signal: missing
+    registration = registry.get(Note)
+    before = status(registration)
+    assert (before.rows, before.current, before.stale, before.missing) == (2, 0, 1, 1)
+    result = backfill(registration)
+    assert (result.stale, result.missing, result.embedded) == (1, 1, 2)
+    after = status(registration)
+    assert (after.current, after.stale, after.missing) == (2, 0, 0)
+
+
+def test_changing_the_embedder_makes_vectors_stale_and_searches_never_mix_them():
+    Note.objects.create(title="Cats purr", body="")
+    Note.objects.create(title="Dogs bark", body="")
+    registration = registry.get(Note)
+    other = {
+        "default": {
+            "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+            "OPTIONS": {"dimensions": 48},
+        },
+        "small": {
+            "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+            "OPTIONS": {"dimensions": 32},
+        },
+    }
+    with override_settings(VECTORSEARCH_EMBEDDERS=other):
+        assert status(registration).stale == 2
+        # Until the backfill ran, no vector of the old embedder is ranked against the new one.
+        assert list(vectorsearch.search(Note.objects.all(), "cats")) == []
+        Note.objects.create(title="Cats nap", body="")
+        assert [n.title for n in vectorsearch.search(Note.objects.all(), "cats")] == ["Cats nap"]
+        backfill(registration)
+        assert status(registration).current == 3
+        assert len(vectorsearch.search(Note.objects.all(), "cats")) == 3
+
+
+def test_an_embedder_failure_on_save_keeps_the_object_and_leaves_it_missing(caplog):
+    broken = {
+        "default": {"BACKEND": "tests.test_sync.BrokenEmbedder", "OPTIONS": {}},
+        "small": {
+            "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+            "OPTIONS": {"dimensions": 32},
+        },
+    }
+    with override_settings(VECTORSEARCH_EMBEDDERS=broken):
+        note = Note.objects.create(title="Cats")
+    assert Note.objects.filter(pk=note.pk).exists()
+    assert not rows_of(note).exists()
+    assert "run vectorsearch_backfill to retry" in caplog.text
+    assert status(registry.get(Note)).missing == 1
+
+
+def test_manual_sync_mode_embeds_nothing_on_save():
+    with override_settings(VECTORSEARCH={"SYNC": "manual"}):
+        note = Note.objects.create(title="Cats")
+    assert not rows_of(note).exists()
+
+
+class BrokenEmbedder(vectorsearch.embedders.HashingEmbedder):
+    def embed_documents(self, texts):
+        raise ConnectionError("embedding server is down")
