@@ -306,23 +306,33 @@ def delete_vectors(
     return deleted
 
 
-def delete_orphans(registration: Registration, using: str = "default") -> int:
-    """Delete this registration's Embedding rows whose object is gone (e.g. a raw SQL delete)."""
+def _orphans(registration: Registration, using: str, verb: str) -> int:
     from .models import Embedding
 
     connection = connections[using]
     quote = connection.ops.quote_name
     model = registration.model
     pk_type = model._meta.pk.cast_db_type(connection) or "text"
+    head = "SELECT count(*)" if verb == "count" else "DELETE"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {quote(Embedding._meta.db_table)} e "
+            f"{head} FROM {quote(Embedding._meta.db_table)} e "
             "WHERE e.content_type_id = %s AND e.key = %s AND NOT EXISTS ("
             f"SELECT 1 FROM {quote(model._meta.db_table)} m "
             f"WHERE m.{quote(str(model._meta.pk.column))} = e.object_id::{pk_type})",
             [registration.content_type_id(using), registration.key],
         )
-        return int(cursor.rowcount)
+        return int(cursor.fetchone()[0]) if verb == "count" else int(cursor.rowcount)
+
+
+def delete_orphans(registration: Registration, using: str = "default") -> int:
+    """Delete this registration's Embedding rows whose object is gone (e.g. a raw SQL delete)."""
+    return _orphans(registration, using, "delete")
+
+
+def count_orphans(registration: Registration, using: str = "default") -> int:
+    """How many of this registration's Embedding rows belong to no object."""
+    return _orphans(registration, using, "count")
 
 
 # -- embedding ----------------------------------------------------------------------------------
@@ -560,8 +570,6 @@ class Status:
 
 def status(registration: Registration, *, batch_size: int = 2000, using: str = "default") -> Status:
     """Count rows that are current, stale, missing or of unknown source, and orphan vectors."""
-    from .models import Embedding
-
     result = Status(registration)
     identity = registration.embedder.identity
     for _last, items in iter_items(registration, batch_size=batch_size, using=using):
@@ -570,13 +578,5 @@ def status(registration: Registration, *, batch_size: int = 2000, using: str = "
             kind = classify(registration, item, states.get(item.object_id), identity)
             setattr(result, kind, getattr(result, kind) + 1)
             result.rows += 1
-    linked = (
-        Embedding.objects.using(using)
-        .filter(content_type_id=registration.content_type_id(using), key=registration.key)
-        .count()
-    )
-    # Rows in the Embedding table that no object accounts for.
-    accounted = result.rows - result.missing if registration.is_generic else None
-    if accounted is not None:
-        result.orphans = max(0, linked - accounted)
+    result.orphans = count_orphans(registration, using)
     return result
