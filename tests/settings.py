@@ -56,6 +56,9 @@ TEMPLATES = [
 
 # Small embedders keep the tests fast; "default" is what registrations use unless they name one.
 VECTORSEARCH_EMBEDDERS = {
-    "default": {"BACKEND": "vectorsearch.embedders.HashingEmbedder", "OPTIONS": {"dimensions": 64}},
+    "default": {
+        "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+        "OPTIONS": {"dimensions": 256},
+    },
     "small": {"BACKEND": "vectorsearch.embedders.HashingEmbedder", "OPTIONS": {"dimensions": 32}},
 }

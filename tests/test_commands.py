@@ -133,7 +133,7 @@ class PoisonEmbedder(HashingEmbedder):
 
 
 POISON = {
-    "default": {"BACKEND": "tests.test_commands.PoisonEmbedder", "OPTIONS": {"dimensions": 64}},
+    "default": {"BACKEND": "tests.test_commands.PoisonEmbedder", "OPTIONS": {"dimensions": 256}},
     "small": {"BACKEND": "vectorsearch.embedders.HashingEmbedder", "OPTIONS": {"dimensions": 32}},
 }
 
@@ -258,7 +258,7 @@ def test_status_reports_counts_embedder_and_index_as_json():
         "missing": 1,
         "orphans": 0,
     }
-    assert note["identity"].startswith("hashing:") and note["identity"].endswith(":64")
+    assert note["identity"].startswith("hashing:") and note["identity"].endswith(":256")
     assert note["indexes"][0]["exists"] is False  # built by vectorsearch_index
     article = report["embedapp.Article.embedding"]
     assert article["indexes"] == [

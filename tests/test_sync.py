@@ -36,7 +36,7 @@ def test_saving_a_generic_model_stores_its_vector_with_identity_and_hash():
 def test_saving_a_model_with_its_own_column_fills_the_column_and_the_bookkeeping():
     article = Article.objects.create(title="Cats", body="Cats purr.")
     article.refresh_from_db()
-    assert article.embedding is not None and len(article.embedding) == 64
+    assert article.embedding is not None and len(article.embedding) == 256
     (row,) = rows_of(article)
     assert row.key == "embedding" and row.vector is None
 

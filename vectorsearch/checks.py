@@ -209,7 +209,11 @@ def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMe
             field = None
         vtype = vector_type_of(field)
         if vtype not in ("vector", "halfvec"):
-            dense = [f.name for f in model._meta.concrete_fields if vector_type_of(f) in ("vector", "halfvec")]
+            dense = [
+                f.name
+                for f in model._meta.concrete_fields
+                if vector_type_of(f) in ("vector", "halfvec")
+            ]
             what = "is not a field" if field is None else f"is a {type(field).__name__}"
             errors.append(
                 checks.Error(
@@ -228,7 +232,8 @@ def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMe
         errors.append(
             checks.Error(
                 f"{label}: embedder {registration.embedder_alias!r}: {e}",
-                hint="Configure it in VECTORSEARCH_EMBEDDERS = {alias: {'BACKEND': ..., 'OPTIONS': ...}}.",
+                hint="Configure it in VECTORSEARCH_EMBEDDERS = "
+                "{alias: {'BACKEND': ..., 'OPTIONS': ...}}.",
                 obj=model,
                 id="vectorsearch.E022",
             )

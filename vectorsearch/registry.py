@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,6 @@ class Registration:
     filters: tuple[str, ...] = ()
     distance: Distance = Distance.COSINE
     sync: str | None = None
-    _content_type_ids: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:
@@ -95,15 +94,15 @@ class Registration:
         return [self.model._meta.pk.attname, *self.fields]
 
     def content_type_id(self, using: str = "default") -> int:
-        """The model's ContentType id (cached; ids differ between databases, hence per alias)."""
-        if using not in self._content_type_ids:
-            from django.contrib.contenttypes.models import ContentType
+        """The model's ContentType id in database ``using``.
 
-            ct = ContentType.objects.db_manager(using).get_for_model(
-                self.model, for_concrete_model=False
-            )
-            self._content_type_ids[using] = ct.pk
-        return self._content_type_ids[using]
+        Through ContentType's own cache, which Django clears when content types are recreated
+        (a test database flush); a cache of our own would keep a dead id.
+        """
+        from django.contrib.contenttypes.models import ContentType
+
+        manager = ContentType.objects.db_manager(using)
+        return int(manager.get_for_model(self.model, for_concrete_model=False).pk)
 
     # -- the vector, as queries and indexes see it ---------------------------------------------
 

@@ -4,7 +4,7 @@ from django.db import models
 
 from vectorsearch import HnswIndex, VectorField, VectorQuerySet
 
-DIMENSIONS = 64
+DIMENSIONS = 256
 
 
 class Article(models.Model):

@@ -11,7 +11,6 @@ from typing import Any
 
 from django.core.management.base import CommandError, OutputWrapper
 from django.db import connections
-from django.db.models import Q
 
 from ..exceptions import InvalidEmbedderError, NotRegistered
 from ..registry import Registration, registry
@@ -19,7 +18,7 @@ from ..registry import Registration, registry
 __all__ = [
     "IndexInfo",
     "Progress",
-    "generic_index",
+    "generic_index_sql",
     "index_info",
     "positive_int",
     "select_registrations",
@@ -138,23 +137,35 @@ def generic_index_name(registration: Registration) -> str:
     return f"vs_{str(registration.model._meta.model_name)[:12]}_{digest[:12]}"
 
 
-def generic_index(registration: Registration, using: str = "default") -> Any:
-    """The partial HNSW expression index serving one generic registration's searches.
+def generic_index_sql(
+    registration: Registration, using: str = "default", *, concurrently: bool
+) -> str:
+    """``CREATE INDEX`` for the partial HNSW expression index serving one generic registration.
 
     ``vector::vector(N)`` over the rows of this model, key and embedder identity only: the
-    predicate matches what :func:`vectorsearch.search` filters on, so the planner can use it.
+    expression and the predicate are what :func:`vectorsearch.search` ranks and filters on, so
+    the planner can use the index. Written as SQL rather than an ``HnswIndex`` expression index:
+    Django parenthesizes the operator class correctly only with ``django.contrib.postgres``
+    installed, which this app does not require.
     """
-    from ..indexes import HnswIndex
+    from ..models import Embedding
 
-    return HnswIndex(
-        registration.vector_expression(),
-        distance=registration.distance,
-        condition=Q(
-            content_type_id=registration.content_type_id(using),
-            key=registration.key,
-            identity=registration.embedder.identity,
-        ),
-        name=generic_index_name(registration),
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    vtype = registration.vector_type()
+    opclass = registration.distance.opclass(vtype)
+    dimensions = registration.embedder.dimensions
+    with connection.schema_editor(atomic=False, collect_sql=True) as editor:
+        literal = editor.quote_value
+        predicate = (
+            f"content_type_id = {int(registration.content_type_id(using))} "
+            f"AND {quote('key')} = {literal(registration.key)} "
+            f"AND identity = {literal(registration.embedder.identity)}"
+        )
+    return (
+        f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}"
+        f"{quote(generic_index_name(registration))} ON {quote(Embedding._meta.db_table)} "
+        f"USING hnsw ((vector::{vtype}({dimensions})) {opclass}) WHERE {predicate}"
     )
 
 
