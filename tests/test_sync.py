@@ -135,3 +135,31 @@ def test_manual_sync_mode_embeds_nothing_on_save():
 class BrokenEmbedder(vectorsearch.embedders.HashingEmbedder):
     def embed_documents(self, texts):
         raise ConnectionError("embedding server is down")
+
+
+def test_task_sync_mode_enqueues_on_commit_and_the_task_embeds(django_capture_on_commit_callbacks):
+    pytest.importorskip("django_tasks")
+    from django_tasks import default_task_backend
+
+    with override_settings(
+        VECTORSEARCH={"SYNC": "task"},
+        TASKS={"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}},
+    ):
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            note = Note.objects.create(title="Cats purr")
+        assert not rows_of(note).exists()  # nothing before the commit
+        assert len(callbacks) == 1
+        for callback in callbacks:
+            callback()
+    assert default_task_backend.alias == "default"
+    (row,) = rows_of(note)
+    assert row.source_hash == registry.get(Note).hash_text("Cats purr")
+
+
+def test_the_task_skips_objects_that_are_current_or_gone():
+    from vectorsearch.tasks import run_embed_objects
+
+    note = Note.objects.create(title="Cats")
+    assert run_embed_objects("embedapp.Note", "@default", [str(note.pk), "999999"]) == 0
+    Note.objects.filter(pk=note.pk).update(title="Dogs")
+    assert run_embed_objects("embedapp.Note", "@default", [str(note.pk)]) == 1

@@ -210,7 +210,8 @@ def copy_rows(
     raw = _copy_cursor(connection, cursor)
     quote = connection.ops.quote_name
     sql = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT BINARY)"
-    with raw.copy(sql) as copy:
+    # The raw cursor bypasses Django's error translation; this restores it (IntegrityError...).
+    with connection.wrap_database_errors, raw.copy(sql) as copy:
         copy.set_types(list(types))
         for row in rows:
             copy.write_row(row)
