@@ -36,7 +36,7 @@ from .fields import (
 from .indexes import HnswIndex, IvfflatIndex
 from .operations import VectorExtension
 from .query import VectorManager, VectorQuerySet
-from .registry import register, registry, unregister
+from .registry import register, unregister
 from .search import search
 
 try:
@@ -69,7 +69,6 @@ __all__ = [
     "VectorSearchError",
     "embedders",
     "register",
-    "registry",
     "search",
     "unregister",
 ]
