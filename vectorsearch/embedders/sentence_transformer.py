@@ -5,6 +5,7 @@ extra). Nothing is downloaded: the model is loaded from a path, or from the Hugg
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -52,7 +53,8 @@ class SentenceTransformerEmbedder(BaseEmbedder):
                 f"Embedder {alias!r}: 'batch_size' must be a positive whole number."
             )
         try:
-            import sentence_transformers  # noqa: F401
+            # Imported by name: the package is an optional extra, and mypy must pass without it.
+            self._library: Any = importlib.import_module("sentence_transformers")
         except ImportError as e:
             raise InvalidEmbedderError(
                 f"Embedder {alias!r} needs the sentence-transformers package: "
@@ -74,10 +76,10 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    from sentence_transformers import SentenceTransformer
-
                     try:
-                        self._model = SentenceTransformer(self.model_path, device=self.device)
+                        self._model = self._library.SentenceTransformer(
+                            self.model_path, device=self.device
+                        )
                     except (OSError, ValueError) as e:
                         raise InvalidEmbedderError(
                             f"Embedder {self.alias!r} could not load the model "
