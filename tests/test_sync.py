@@ -163,3 +163,58 @@ def test_the_task_skips_objects_that_are_current_or_gone():
     assert run_embed_objects("embedapp.Note", "@default", [str(note.pk), "999999"]) == 0
     Note.objects.filter(pk=note.pk).update(title="Dogs")
     assert run_embed_objects("embedapp.Note", "@default", [str(note.pk)]) == 1
+
+
+class ThreeDimensions(vectorsearch.embedders.BaseEmbedder):
+    """A tiny embedder for the 3-dimension columns of tests/testapp."""
+
+    backend_name = "three"
+
+    @property
+    def dimensions(self):
+        return 3
+
+    def embed_documents(self, texts):
+        return np.asarray([[len(t), t.count("a") + 1, 1.0] for t in texts], dtype=np.float32)
+
+
+def test_a_halfvec_column_is_filled_and_searched():
+    from tests.testapp.models import Item
+    from vectorsearch.registry import Registry
+
+    config = {
+        "default": {"BACKEND": "vectorsearch.embedders.HashingEmbedder"},
+        "three": {"BACKEND": "tests.test_sync.ThreeDimensions"},
+    }
+    with override_settings(VECTORSEARCH_EMBEDDERS=config):
+        registration = Registry().register(
+            Item,
+            fields=["name"],
+            vector_field="half_embedding",
+            embedder="three",
+            connect_signals=False,
+        )
+        Item.objects.bulk_create([Item(name="aaaa"), Item(name="bb")])
+        assert backfill(registration).embedded == 2
+        stored = dict(Item.objects.values_list("name", "half_embedding"))
+        assert list(stored["aaaa"]) == [4.0, 5.0, 1.0] and list(stored["bb"]) == [2.0, 1.0, 1.0]
+        assert status(registration).current == 2
+
+
+def test_a_models_own_column_is_not_searched_with_another_embedders_vectors():
+    Article.objects.create(title="Cats purr")
+    changed = {
+        "default": {
+            "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+            "OPTIONS": {"dimensions": 256, "ngram_range": (2, 4)},  # same size, other identity
+        },
+        "small": {
+            "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+            "OPTIONS": {"dimensions": 32},
+        },
+    }
+    with override_settings(VECTORSEARCH_EMBEDDERS=changed):
+        assert list(vectorsearch.search(Article, "cats")) == []
+        assert status(registry.get(Article)).stale == 1
+        backfill(registry.get(Article))
+        assert [a.title for a in vectorsearch.search(Article, "cats")] == ["Cats purr"]
