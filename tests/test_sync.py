@@ -218,3 +218,13 @@ def test_a_models_own_column_is_not_searched_with_another_embedders_vectors():
         assert status(registry.get(Article)).stale == 1
         backfill(registry.get(Article))
         assert [a.title for a in vectorsearch.search(Article, "cats")] == ["Cats purr"]
+
+
+def test_saving_again_keeps_the_vector_and_does_not_re_embed():
+    article = Article.objects.create(title="Cats", body="purr")
+    first = rows_of(article).get()
+    assert article.embedding is not None  # the instance got the vector the save wrote
+    article.save()
+    article.refresh_from_db()
+    assert article.embedding is not None
+    assert rows_of(article).get().updated_at == first.updated_at

@@ -157,13 +157,9 @@ def iter_items(
                 output_field=models.BooleanField(),
             )
         )
-        if only is not None:
-            # The vector itself is never needed to decide; leave it in the database.
-            queryset = (
-                queryset.defer(registration.vector_field)
-                if registration.vector_field not in only
-                else queryset
-            )
+        if only is None:
+            # The vector itself is never needed to decide (only() leaves it out already).
+            queryset = queryset.defer(registration.vector_field)
     last = after
     while True:
         page = queryset if last is None else queryset.filter(pk__gt=last)
@@ -404,7 +400,16 @@ def sync_objects(
             f"Could not embed {registration.label} object(s) "
             + "; ".join(f"pk={f.object_id}: {f.error}" for f in failures)
         )
-    return write_vectors(registration, good, vectors, identity=identity, using=using)
+    written = write_vectors(registration, good, vectors, identity=identity, using=using)
+    if registration.vector_field is not None:
+        # The column was written with SQL; give the instances the same value, or their next
+        # save() would write the old one back over it.
+        by_id = {str(obj.pk): obj for obj in objects}
+        attname = registration.model_field().attname
+        for item, vector in zip(good, vectors, strict=True):
+            if item.object_id in by_id:
+                setattr(by_id[item.object_id], attname, vector.tolist())
+    return written
 
 
 # -- signals ------------------------------------------------------------------------------------
