@@ -288,3 +288,26 @@ def test_status_table_tells_what_to_run():
     assert "rows 1: 0 embedded" in out and "1 missing" in out
     assert "missing (run vectorsearch_index)" in out
     assert "run: manage.py vectorsearch_backfill embedapp.Note" in out
+
+
+class WrongDimensions(HashingEmbedder):
+    def embed_documents(self, texts):
+        return super().embed_documents(texts)[:, :-1]
+
+
+@pytest.mark.django_db
+def test_an_embedder_returning_the_wrong_dimensions_is_rejected_by_the_backfill():
+    config = {
+        **POISON,
+        "default": {
+            "BACKEND": "tests.test_commands.WrongDimensions",
+            "OPTIONS": {"dimensions": 256},
+        },
+    }
+    with override_settings(VECTORSEARCH_EMBEDDERS=config):
+        note = Note.objects.bulk_create([Note(title="cats")])[0]
+        with pytest.raises(
+            CommandError, match=rf"pk={note.pk}: EmbeddingError: .*shape \(1, 255\)"
+        ):
+            run("vectorsearch_backfill", "embedapp.Note")
+    assert Embedding.objects.count() == 0

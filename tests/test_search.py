@@ -179,3 +179,12 @@ def test_vectorsearch_index_builds_concurrently_outside_a_transaction():
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+
+def test_search_on_a_models_own_column_is_one_query_served_by_its_index(django_assert_num_queries):
+    for title in ("Cats purr", "Dogs bark", "Cats and dogs"):
+        Article.objects.create(title=title)
+    results = vectorsearch.search(Article.objects.exclude(title="Dogs bark"), "cats", k=2)
+    assert "article_embedding_hnsw" in _plan(results)
+    with django_assert_num_queries(1):
+        assert [a.title for a in results] == ["Cats purr", "Cats and dogs"]
