@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 import vectorsearch
 from tests.embedapp.models import Article, Note
@@ -181,10 +182,34 @@ def test_vectorsearch_index_builds_concurrently_outside_a_transaction():
             cursor.execute(f'DROP INDEX IF EXISTS "{name}"')
 
 
-def test_search_on_a_models_own_column_is_one_query_served_by_its_index(django_assert_num_queries):
+def test_search_on_a_models_own_column_is_one_query_served_by_its_index():
     for title in ("Cats purr", "Dogs bark", "Cats and dogs"):
         Article.objects.create(title=title)
     results = vectorsearch.search(Article.objects.exclude(title="Dogs bark"), "cats", k=2)
     assert "article_embedding_hnsw" in _plan(results)
-    with django_assert_num_queries(1):
+    with CaptureQueriesContext(connection) as queries:
         assert [a.title for a in results] == ["Cats purr", "Cats and dogs"]
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    # One SELECT, wrapped in a savepoint with the transaction-local iterative-scan setting.
+    assert statements == ["SAVEPOINT", "SET", "SELECT", "SET", "RELEASE"]
+
+
+def test_a_selective_filter_still_gets_k_results_thanks_to_iterative_index_scans():
+    Note.objects.bulk_create(
+        [Note(title=f"common note {i}", category="common") for i in range(1500)]
+        + [Note(title=f"rare note {i}", category="rare") for i in range(12)]
+    )
+    run("vectorsearch_backfill", "embedapp.Note", verbosity=0)
+    run("vectorsearch_index", "embedapp.Note", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # as on a table too big to scan
+    rare = Note.objects.filter(category="rare")
+    plain = vectorsearch.search(rare, "common note", k=10, iterative_scan=False)
+    assert generic_index_name(registry.get(Note)) in plain.explain()
+    assert len(plain) < 10  # the HNSW scan's 40 candidates hold few rare notes
+    results = vectorsearch.search(rare, "common note", k=10)
+    assert len(results) == 10 and {n.category for n in results} == {"rare"}
+    assert [n.distance for n in results] == sorted(n.distance for n in results)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW hnsw.iterative_scan")
+        assert cursor.fetchone()[0] == "off"  # the setting did not outlive the query

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import connections, models, transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.functions import Cast
 from pgvector import HalfVector, Vector
@@ -34,10 +34,13 @@ def search(
     k: int = 10,
     vector_field: str | None = None,
     embedder: str | None = None,
+    iterative_scan: bool = True,
 ) -> models.QuerySet[Any]:
     """The ``k`` objects of ``queryset`` most similar to ``query`` (a text or a vector).
 
-    ``vector_field``/``embedder`` choose the registration when the model has several. Raises
+    ``vector_field``/``embedder`` choose the registration when the model has several. With
+    ``iterative_scan`` (the default) the results are fetched with pgvector's iterative index
+    scan on, so a selective filter still gets ``k`` rows when there are ``k`` to find. Raises
     :class:`InvalidQuery` for a bad ``k`` or vector, or a model that is not registered.
     """
     if isinstance(queryset, type):
@@ -54,8 +57,54 @@ def search(
     vector = query_vector(registration, query)
     distance = registration.query_distance()
     if registration.is_generic:
-        return _search_generic(queryset, registration, vector, distance, k)
-    return _search_column(queryset, registration, vector, distance, k)
+        results = _search_generic(queryset, registration, vector, distance, k)
+    else:
+        results = _search_column(queryset, registration, vector, distance, k)
+    return _with_iterative_scan(results) if iterative_scan else results
+
+
+class IterativeScanMixin:
+    """Fetches results with ``hnsw.iterative_scan`` on, transaction-locally.
+
+    An HNSW scan yields ``hnsw.ef_search`` candidates (40 by default); rows the queryset's
+    filters reject are dropped *after* it, so a selective filter could leave fewer than ``k``.
+    pgvector 0.8's iterative scan keeps scanning until enough rows pass. ``relaxed_order`` may
+    return them slightly out of order, which the outer ``ORDER BY distance`` restores. The
+    setting is ``SET LOCAL`` in a transaction around the fetch, so it never outlives the query
+    on a pooled connection. (``count()``, ``exists()`` and ``iterator()`` run without it.)
+    """
+
+    _result_cache: Any
+    db: str
+
+    def _fetch_all(self) -> None:
+        if self._result_cache is not None:
+            super()._fetch_all()  # type: ignore[misc]
+            return
+        connection = connections[self.db]
+        with transaction.atomic(using=self.db):
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            super()._fetch_all()  # type: ignore[misc]
+            # Inside a caller's transaction this block is a savepoint, whose release would not
+            # end a SET LOCAL. (On an error, the rollback to the savepoint ends it.)
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL hnsw.iterative_scan TO DEFAULT")
+
+
+_iterative_classes: dict[type, type] = {}
+
+
+def _with_iterative_scan(queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
+    """``queryset`` with :class:`IterativeScanMixin` mixed into its own (possibly custom) class;
+    clones keep the class, so filters and slices added later keep the behaviour."""
+    base = type(queryset)
+    if base not in _iterative_classes:
+        _iterative_classes[base] = type(
+            f"IterativeScan{base.__name__}", (IterativeScanMixin, base), {}
+        )
+    queryset.__class__ = _iterative_classes[base]
+    return queryset
 
 
 def query_vector(registration: Registration, query: Any) -> Any:
