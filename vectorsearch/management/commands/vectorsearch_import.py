@@ -119,7 +119,9 @@ class Command(BaseCommand):
                     "(a .npy array or one per line), or use .jsonl."
                 )
             try:
-                vectors = np.load(file, allow_pickle=False)
+                # Memory-mapped: the file is read chunk by chunk while the COPY streams, rather
+                # than all of it before the first row is sent.
+                vectors = np.load(file, allow_pickle=False, mmap_mode="r")
             except (ValueError, OSError) as e:
                 raise CommandError(f"{file} is not a readable .npy array: {e}") from e
             return self.load_ids(ids), vectors
