@@ -311,3 +311,38 @@ def test_an_embedder_returning_the_wrong_dimensions_is_rejected_by_the_backfill(
         ):
             run("vectorsearch_backfill", "embedapp.Note")
     assert Embedding.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_unavailable_embedding_server_fails_the_batch_at_once_naming_its_rows():
+    from tests.embedding_server import FakeServer
+
+    server = FakeServer()
+    try:
+        server.failures = [503] * 10
+        config = {
+            **POISON,
+            "default": {
+                "BACKEND": "vectorsearch.embedders.OpenAICompatibleEmbedder",
+                "OPTIONS": {
+                    "base_url": server.url,
+                    "model": "m",
+                    "dimensions": 256,
+                    "max_retries": 1,
+                    "backoff": 0.01,
+                },
+            },
+        }
+        with override_settings(VECTORSEARCH_EMBEDDERS=config):
+            notes = Note.objects.bulk_create([Note(title=f"n{i}") for i in range(4)])
+            with pytest.raises(CommandError, match=r"failed for 4 row\(s\) \(pk=.*HTTP 503"):
+                run("vectorsearch_backfill", "embedapp.Note", batch_size=10)
+        # One request and one retry for the batch, not two more per row.
+        assert len(server.requests) == 2
+        assert (
+            str(notes[0].pk) in str(server.requests)
+            or len(server.requests[0]["body"]["input"]) == 4
+        )
+        assert Embedding.objects.count() == 0
+    finally:
+        server.close()

@@ -46,12 +46,17 @@ class EmbeddingError(VectorSearchError):
     """An embedder failed: it raised, timed out, or returned the wrong shape, NaN or infinity.
 
     ``positions`` are the failing texts' positions in the batch, when the embedder knows them.
+    ``transient`` says the embedder itself is unavailable (unreachable, timing out, overloaded)
+    rather than failing on these texts, so retrying them one by one would only wait longer.
     Nothing of the failing batch is stored.
     """
 
-    def __init__(self, message: str, *, positions: list[int] | None = None) -> None:
+    def __init__(
+        self, message: str, *, positions: list[int] | None = None, transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.positions = positions or []
+        self.transient = transient
 
 
 class NotRegistered(VectorSearchError, LookupError):

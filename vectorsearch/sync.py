@@ -352,11 +352,13 @@ def embed_items(
     try:
         return list(items), embedder.embed([i.text for i in items]), []
     except Exception as batch_error:
-        if len(items) == 1:
+        if len(items) == 1 or getattr(batch_error, "transient", False):
+            # An unavailable embedder fails every row alike: one by one, each row would only
+            # wait for its own timeouts and retries.
             return (
                 [],
                 np.zeros((0, embedder.dimensions), np.float32),
-                [Failure(items[0].object_id, _describe(batch_error))],
+                [Failure(item.object_id, _describe(batch_error)) for item in items],
             )
     good: list[Item] = []
     vectors: list[np.ndarray[Any, Any]] = []

@@ -119,14 +119,16 @@ class OpenAICompatibleEmbedder(BaseEmbedder):
                 if e.code not in RETRY_STATUSES or attempt >= self.max_retries:
                     raise EmbeddingError(
                         f"Embedder {self.alias!r}: {self.url} answered HTTP {e.code}"
-                        f"{': ' + detail if detail else ''} (after {attempt + 1} attempt(s))."
+                        f"{': ' + detail if detail else ''} (after {attempt + 1} attempt(s)).",
+                        transient=e.code in RETRY_STATUSES,
                     ) from e
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 if attempt >= self.max_retries:
                     reason = getattr(e, "reason", e)
                     raise EmbeddingError(
                         f"Embedder {self.alias!r}: no answer from {self.url} ({reason}) after "
-                        f"{attempt + 1} attempt(s) with a {self.timeout:g} s timeout."
+                        f"{attempt + 1} attempt(s) with a {self.timeout:g} s timeout.",
+                        transient=True,
                     ) from e
             time.sleep(self.backoff * (2**attempt))
             attempt += 1
