@@ -87,3 +87,12 @@ def test_bench_options_are_validated():
         run("vectorsearch_bench", "embedapp.Note", ef_search=[2000])
     with pytest.raises(CommandError, match="argument --target-recall: must be greater than 0"):
         call_command("vectorsearch_bench", "embedapp.Note", "--target-recall", "0")
+
+
+def test_recall_counts_ties_at_the_kth_distance_as_hits():
+    from vectorsearch.management.commands.vectorsearch_bench import recall
+
+    exact = [("a", 0.1), ("b", 0.2), ("c", 0.2)]
+    assert recall([("a", 0.1), ("d", 0.2), ("b", 0.2)], exact) == 1.0  # d ties with c
+    assert recall([("a", 0.1), ("b", 0.2), ("e", 0.3)], exact) == pytest.approx(2 / 3)
+    assert recall([], []) == 1.0
