@@ -173,3 +173,29 @@ def test_bad_settings_are_reported(setting, message):
         pytest.raises(ImproperlyConfiguredVectorSearch, match=message),
     ):
         get_settings()
+
+
+def test_a_many_valued_relation_as_source_text_is_a_check_error(scratch):
+    from django.contrib.auth.models import User
+
+    scratch.register(User, fields=["username", "groups"], connect_signals=False)
+    (error,) = check_registrations()
+    assert error.id == "vectorsearch.E020" and "'groups', a relation to many objects" in error.msg
+
+
+@pytest.mark.django_db
+def test_a_foreign_key_in_the_source_text_is_read_in_the_same_query(
+    scratch, django_assert_num_queries
+):
+    from django.contrib.auth.models import Permission
+
+    from vectorsearch.sync import iter_items
+
+    registration = scratch.register(
+        Permission, fields=["name", "content_type"], connect_signals=False
+    )
+    count = Permission.objects.count()
+    with django_assert_num_queries(2):  # one page of every row, one empty page that ends it
+        (batch,) = [items for _, items in iter_items(registration, batch_size=count)]
+    permission = Permission.objects.select_related("content_type").order_by("pk").first()
+    assert batch[0].text == f"{permission.name}\n\n{permission.content_type}"

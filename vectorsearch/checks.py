@@ -191,7 +191,7 @@ def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMe
     ):
         for name in names:
             try:
-                model._meta.get_field(name)
+                source = model._meta.get_field(name)
             except FieldDoesNotExist:
                 errors.append(
                     checks.Error(
@@ -199,6 +199,18 @@ def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMe
                         f"{model._meta.label}.",
                         hint=f"Fields: {', '.join(concrete)}. For text built from relations or "
                         "methods, pass fields=a callable taking the object and returning a str.",
+                        obj=model,
+                        id=check_id,
+                    )
+                )
+                continue
+            if option == "fields" and (source.many_to_many or source.one_to_many):
+                errors.append(
+                    checks.Error(
+                        f"{label}: fields= names {name!r}, a relation to many objects, whose "
+                        "text is not a single value.",
+                        hint="Pass fields=a callable, e.g. lambda obj: ' '.join(str(t) for t in "
+                        f"obj.{name}.all()).",
                         obj=model,
                         id=check_id,
                     )

@@ -150,6 +150,16 @@ def iter_items(
     only = registration.loaded_fields()
     if only is not None:
         queryset = queryset.only(*only)
+        # A foreign key among the source fields is read as str(related object): fetch them in
+        # the same query rather than one query per row.
+        related = [
+            name
+            for name in registration.fields
+            if getattr(model._meta.get_field(name), "many_to_one", False)
+            or getattr(model._meta.get_field(name), "one_to_one", False)
+        ]
+        if related:
+            queryset = queryset.select_related(*related)
     if registration.vector_field is not None:
         queryset = queryset.annotate(
             _vs_has_vector=models.ExpressionWrapper(
