@@ -152,6 +152,12 @@ def test_task_sync_mode_enqueues_on_commit_and_the_task_embeds(django_capture_on
         for callback in callbacks:
             callback()
     assert default_task_backend.alias == "default"
+    # A worker finds the task by module path, as every django-tasks backend does.
+    from django.utils.module_loading import import_string
+
+    from vectorsearch.tasks import embed_objects
+
+    assert import_string(embed_objects.module_path) is embed_objects
     (row,) = rows_of(note)
     assert row.source_hash == registry.get(Note).hash_text("Cats purr")
 

@@ -35,9 +35,7 @@ def task_decorator() -> Any:
     return None
 
 
-def run_embed_objects(
-    model_label: str, key: str, object_ids: list[str], using: str = "default"
-) -> int:
+def embed_objects(model_label: str, key: str, object_ids: list[str], using: str = "default") -> int:
     """Embed the missing or stale ones among these objects; returns how many were embedded."""
     from .sync import sync_objects
 
@@ -49,18 +47,27 @@ def run_embed_objects(
     return sync_objects(registration, objects, using=using)
 
 
+#: The plain function, for direct calls and for sites without a tasks framework.
+run_embed_objects = embed_objects
+
 _task = task_decorator()
-#: The task object (``embed_objects.enqueue(...)``), or None without a tasks framework.
-embed_objects: Any = _task()(run_embed_objects) if _task is not None else None
+if _task is not None:
+    # Rebind the name as ``@task`` would: a worker finds the task by the function's module and
+    # name, and must find the Task object there, not the bare function.
+    embed_objects = _task()(embed_objects)
+    TASK_AVAILABLE = True
+else:
+    TASK_AVAILABLE = False
 
 
 def enqueue(registration: Registration, object_ids: Sequence[str], using: str = "default") -> None:
     """Enqueue :data:`embed_objects` for these objects when the current transaction commits."""
-    if embed_objects is None:
+    if not TASK_AVAILABLE:
         raise InvalidEmbedderError(
             "VECTORSEARCH['SYNC'] is 'task' but no tasks framework is installed: "
             "pip install 'django-vectorsearch[tasks]' (django-tasks) on Django 5.2, or use "
             "SYNC='immediate'."
         )
     args = (registration.model._meta.label, registration.key, list(object_ids), using)
-    transaction.on_commit(lambda: embed_objects.enqueue(*args), using=using)
+    task: Any = embed_objects
+    transaction.on_commit(lambda: task.enqueue(*args), using=using)
