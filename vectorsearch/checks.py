@@ -127,9 +127,7 @@ def _check_index(model: Any, index: Any) -> list[checks.CheckMessage]:
 
 
 @checks.register()
-def check_settings(
-    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
-) -> list[checks.CheckMessage]:
+def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
     try:
         get_settings()
     except ImproperlyConfigured as e:

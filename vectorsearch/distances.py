@@ -99,9 +99,9 @@ class Distance(enum.StrEnum):
         """
         method = IndexMethod(method)
         if method not in self.index_methods(vector_type):
-            possible = [str(d) for d in Distance if method in d.index_methods(vector_type)] or [
-                "none"
-            ]
+            possible = [
+                str(d) for d in Distance if method in d.index_methods(vector_type)
+            ] or ["none"]
             raise ValueError(
                 f"A {method} index on a {vector_type} column cannot serve the {self} distance; "
                 f"distances it can serve: {', '.join(possible)}."

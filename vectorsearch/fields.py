@@ -37,12 +37,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 # pgvector's limits on a column's declared size (pgvector 0.8).
-MAX_DIMENSIONS = {
-    "vector": 16_000,
-    "halfvec": 16_000,
-    "sparsevec": 1_000_000_000,
-    "bit": 83_886_080,
-}
+MAX_DIMENSIONS = {"vector": 16_000, "halfvec": 16_000, "sparsevec": 1_000_000_000, "bit": 83_886_080}
 # A sparsevec may store at most this many non-zero elements.
 SPARSEVEC_MAX_NNZ = 16_000
 
@@ -192,7 +187,9 @@ def validate_bits(value: Any, *, length: int | None) -> str:
     elif isinstance(value, Sequence | np.ndarray):
         text = "".join("1" if bit else "0" for bit in np.asarray(value, dtype=bool).ravel())
     else:
-        raise _invalid("Enter a bit string such as 0101, or a list of booleans.", "invalid")
+        raise _invalid(
+            "Enter a bit string such as 0101, or a list of booleans.", "invalid"
+        )
     _check_length(len(text), length, "bit string")
     return text
 

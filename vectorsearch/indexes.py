@@ -127,11 +127,7 @@ class HnswIndex(VectorIndexMixin, pgvector_django.HnswIndex):  # type: ignore[mi
         return path, args, kwargs
 
     def create_sql(
-        self,
-        model: type[Model],
-        schema_editor: BaseDatabaseSchemaEditor,
-        using: str = "",
-        **kwargs: Any,
+        self, model: type[Model], schema_editor: BaseDatabaseSchemaEditor, using: str = "", **kwargs: Any
     ) -> Statement:
         index = self._with_opclasses(model)
         return super(HnswIndex, index).create_sql(model, schema_editor, using=using, **kwargs)  # type: ignore[no-any-return]
@@ -162,11 +158,7 @@ class IvfflatIndex(VectorIndexMixin, pgvector_django.IvfflatIndex):  # type: ign
         return path, args, kwargs
 
     def create_sql(
-        self,
-        model: type[Model],
-        schema_editor: BaseDatabaseSchemaEditor,
-        using: str = "",
-        **kwargs: Any,
+        self, model: type[Model], schema_editor: BaseDatabaseSchemaEditor, using: str = "", **kwargs: Any
     ) -> Statement:
         index = self._with_opclasses(model)
         return super(IvfflatIndex, index).create_sql(model, schema_editor, using=using, **kwargs)  # type: ignore[no-any-return]
@@ -210,7 +202,5 @@ def _referenced_fields(expression: Any) -> list[str]:
         node = stack.pop()
         if isinstance(node, Col):
             found.append(node.target.name)
-        stack.extend(
-            node.get_source_expressions() if hasattr(node, "get_source_expressions") else []
-        )
+        stack.extend(node.get_source_expressions() if hasattr(node, "get_source_expressions") else [])
     return found

@@ -104,9 +104,7 @@ def query_value(field: models.Field[Any, Any], query: Any, distance: Distance) -
     vtype = vector_type_of(field)
     if distance is Distance.COSINE:
         norm = (
-            np.linalg.norm(value.values())
-            if isinstance(value, SparseVector)
-            else np.linalg.norm(value)
+            np.linalg.norm(value.values()) if isinstance(value, SparseVector) else np.linalg.norm(value)
         )
         if norm == 0:
             raise InvalidQuery(
@@ -142,15 +140,11 @@ class VectorQuerySet(models.QuerySet[_M]):
         chosen = resolve_distance(self.model, model_field, distance)
         value = query_value(model_field, query, chosen)
         size = getattr(model_field, "length", None) if chosen is Distance.HAMMING else None
-        return (
-            self.annotate(
-                distance=chosen.expression(model_field.name, value),
-            )
-            .annotate(
-                score=chosen.score("distance", dimensions=size),
-            )
-            .order_by("distance")
-        )
+        return self.annotate(
+            distance=chosen.expression(model_field.name, value),
+        ).annotate(
+            score=chosen.score("distance", dimensions=size),
+        ).order_by("distance")
 
 
 class VectorManager(models.Manager[_M]):

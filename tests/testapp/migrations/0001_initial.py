@@ -2,10 +2,9 @@
 
 import pgvector.django.indexes
 import pgvector.django.vector
-from django.db import migrations, models
-
 import vectorsearch.fields
 import vectorsearch.indexes
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
