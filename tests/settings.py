@@ -1,5 +1,6 @@
 """Settings for the test suite: a real PostgreSQL + pgvector, embedded unless DATABASE_URL is set."""
 
+import os
 from pathlib import Path
 
 from vectorsearch.embedded import database_settings
@@ -18,6 +19,7 @@ DATABASES = {"default": database_settings(BASE_DIR / ".pgdata")}
 INSTALLED_APPS = [
     "tests.testapp",
     "tests.queryapp",
+    "tests.embedapp",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -53,3 +55,15 @@ TEMPLATES = [
         },
     }
 ]
+
+# Small embedders keep the tests fast; "default" is what registrations use unless they name one.
+# The SIGKILL test runs its backfills with a slowed (otherwise identical) embedder.
+VECTORSEARCH_EMBEDDERS = {
+    "default": {
+        "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+        "OPTIONS": {"dimensions": 256},
+    },
+    "small": {"BACKEND": "vectorsearch.embedders.HashingEmbedder", "OPTIONS": {"dimensions": 32}},
+}
+if os.environ.get("VECTORSEARCH_TEST_SLOW_EMBEDDER"):
+    VECTORSEARCH_EMBEDDERS["default"]["BACKEND"] = "tests.embedapp.embedders.SlowHashingEmbedder"

@@ -17,8 +17,16 @@ from pgvector.django import (
     MaxInnerProduct,
 )
 
+from . import embedders
 from .distances import Distance
-from .exceptions import InvalidQuery, VectorExtensionError, VectorSearchError
+from .exceptions import (
+    EmbeddingError,
+    InvalidEmbedderError,
+    InvalidQuery,
+    NotRegistered,
+    VectorExtensionError,
+    VectorSearchError,
+)
 from .fields import (
     BitField,
     HalfVectorField,
@@ -28,6 +36,8 @@ from .fields import (
 from .indexes import HnswIndex, IvfflatIndex
 from .operations import VectorExtension
 from .query import VectorManager, VectorQuerySet
+from .registry import register, unregister
+from .search import search
 
 try:
     __version__ = version("django-vectorsearch")
@@ -38,15 +48,18 @@ __all__ = [
     "BitField",
     "CosineDistance",
     "Distance",
+    "EmbeddingError",
     "HalfVectorField",
     "HammingDistance",
     "HnswIndex",
+    "InvalidEmbedderError",
     "InvalidQuery",
     "IvfflatIndex",
     "JaccardDistance",
     "L1Distance",
     "L2Distance",
     "MaxInnerProduct",
+    "NotRegistered",
     "SparseVectorField",
     "VectorExtension",
     "VectorExtensionError",
@@ -54,4 +67,8 @@ __all__ = [
     "VectorManager",
     "VectorQuerySet",
     "VectorSearchError",
+    "embedders",
+    "register",
+    "search",
+    "unregister",
 ]

@@ -10,6 +10,14 @@
 - W002 a BitField without length (fields.py)
 - W010 an HNSW/IVFFlat index is INVALID in the database (tagged ``database``)
 - W011 the database's pgvector is older than 0.8 (tagged ``database``)
+- E020 ``register(fields=[...])`` names something that is not a field of the model
+- E021 ``register(vector_field=...)`` names no field, or one that is not a vector/halfvec field
+- E022 the registration's embedder alias is unknown or its backend cannot be built
+- E023 the vector field's dimensions differ from the embedder's
+- E024 ``SYNC`` is ``"task"`` but no tasks framework (django.tasks / django-tasks) is installed
+- E025 ``register(filters=[...])`` names something that is not a field of the model
+- E026 a generic registration needs ``django.contrib.contenttypes`` in INSTALLED_APPS
+- W020 a generic registration's embedder has more dimensions than an HNSW index can cover
 """
 
 from __future__ import annotations
@@ -185,3 +193,145 @@ def check_invalid_indexes(
             )
         warnings.extend(_check_version(alias))
     return warnings
+
+
+@checks.register(checks.Tags.models)
+def check_registrations(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    from .registry import HNSW_MAX_VECTOR_DIMENSIONS, registry
+
+    errors: list[checks.CheckMessage] = []
+    models = set(_models(app_configs)) if app_configs is not None else None
+    for registration in registry:
+        if models is not None and registration.model not in models:
+            continue
+        errors.extend(_check_registration(registration, HNSW_MAX_VECTOR_DIMENSIONS))
+    return errors
+
+
+def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMessage]:
+    from .exceptions import InvalidEmbedderError
+
+    model = registration.model
+    label = f"vectorsearch.register({model._meta.label})"
+    errors: list[checks.CheckMessage] = []
+    concrete = [f.name for f in model._meta.concrete_fields]
+    for option, names, check_id in (
+        ("fields", registration.fields, "vectorsearch.E020"),
+        ("filters", registration.filters, "vectorsearch.E025"),
+    ):
+        for name in names:
+            try:
+                source = model._meta.get_field(name)
+            except FieldDoesNotExist:
+                errors.append(
+                    checks.Error(
+                        f"{label}: {option}= names {name!r}, which is not a field of "
+                        f"{model._meta.label}.",
+                        hint=f"Fields: {', '.join(concrete)}. For text built from relations or "
+                        "methods, pass fields=a callable taking the object and returning a str.",
+                        obj=model,
+                        id=check_id,
+                    )
+                )
+                continue
+            if option == "fields" and (source.many_to_many or source.one_to_many):
+                errors.append(
+                    checks.Error(
+                        f"{label}: fields= names {name!r}, a relation to many objects, whose "
+                        "text is not a single value.",
+                        hint="Pass fields=a callable, e.g. lambda obj: ' '.join(str(t) for t in "
+                        f"obj.{name}.all()).",
+                        obj=model,
+                        id=check_id,
+                    )
+                )
+    field = None
+    if registration.vector_field is not None:
+        try:
+            field = model._meta.get_field(registration.vector_field)
+        except FieldDoesNotExist:
+            field = None
+        vtype = vector_type_of(field)
+        if vtype not in ("vector", "halfvec"):
+            dense = [
+                f.name
+                for f in model._meta.concrete_fields
+                if vector_type_of(f) in ("vector", "halfvec")
+            ]
+            what = "is not a field" if field is None else f"is a {type(field).__name__}"
+            errors.append(
+                checks.Error(
+                    f"{label}: vector_field={registration.vector_field!r} {what}; embeddings need "
+                    "a VectorField or HalfVectorField.",
+                    hint=f"Vector fields of {model._meta.label}: {', '.join(dense) or 'none'}. "
+                    "Omit vector_field to store vectors in the generic Embedding table.",
+                    obj=model,
+                    id="vectorsearch.E021",
+                )
+            )
+            field = None
+    try:
+        embedder = registration.embedder
+    except InvalidEmbedderError as e:
+        errors.append(
+            checks.Error(
+                f"{label}: embedder {registration.embedder_alias!r}: {e}",
+                hint="Configure it in VECTORSEARCH_EMBEDDERS = "
+                "{alias: {'BACKEND': ..., 'OPTIONS': ...}}.",
+                obj=model,
+                id="vectorsearch.E022",
+            )
+        )
+        return errors
+    dimensions = embedder.declared_dimensions
+    if field is not None and dimensions is not None:
+        size = getattr(field, "dimensions", None)
+        if size is not None and size != dimensions:
+            errors.append(
+                checks.Error(
+                    f"{label}: {registration.vector_field!r} has {size} dimensions but embedder "
+                    f"{registration.embedder_alias!r} ({embedder.identity}) makes {dimensions}.",
+                    hint="Make them equal: change the field's dimensions (and migrate) or the "
+                    "embedder's.",
+                    obj=model,
+                    id="vectorsearch.E023",
+                )
+            )
+    if registration.is_generic:
+        if not apps.is_installed("django.contrib.contenttypes"):
+            errors.append(
+                checks.Error(
+                    f"{label}: the generic Embedding table is keyed by content type.",
+                    hint="Add 'django.contrib.contenttypes' to INSTALLED_APPS.",
+                    obj=model,
+                    id="vectorsearch.E026",
+                )
+            )
+        if dimensions is not None and dimensions > 2 * hnsw_max:
+            errors.append(
+                checks.Warning(
+                    f"{label}: embedder {registration.embedder_alias!r} makes {dimensions} "
+                    f"dimensions; an HNSW index covers at most {2 * hnsw_max} (as halfvec), so "
+                    "searches of this model scan every vector.",
+                    hint="Use an embedder with fewer dimensions (e.g. OPTIONS dimensions=1536).",
+                    obj=model,
+                    id="vectorsearch.W020",
+                )
+            )
+    mode = registration.sync or get_settings()["SYNC"]
+    if mode == "task":
+        from .tasks import task_decorator
+
+        if task_decorator() is None:
+            errors.append(
+                checks.Error(
+                    f"{label}: SYNC is 'task' but no tasks framework is installed.",
+                    hint="pip install 'django-vectorsearch[tasks]' (django-tasks) on Django 5.2, "
+                    "or set VECTORSEARCH = {'SYNC': 'immediate'}.",
+                    obj=model,
+                    id="vectorsearch.E024",
+                )
+            )
+    return errors

@@ -41,6 +41,15 @@ DEFAULTS: dict[str, Any] = {
     "EXACT_SEARCH_MAX_ROWS": 5_000,
     # Reciprocal rank fusion constant for hybrid search: 1 / (RRF_K + rank).
     "RRF_K": 60,
+    # What saving a registered object does to its vector: "immediate" (embed in post_save),
+    # "task" (enqueue vectorsearch.tasks.embed_objects on commit, run by Django's tasks framework
+    # or the django-tasks package) or "manual" (nothing; run vectorsearch_backfill from cron).
+    # register(..., sync=...) overrides it per model.
+    "SYNC": "immediate",
+    # Rows a backfill embeds and writes per transaction (vectorsearch_backfill --batch-size).
+    "BATCH_SIZE": 256,
+    # The ceiling, in MB, of the maintenance_work_mem vectorsearch_index sizes to the data.
+    "INDEX_MAX_MAINTENANCE_WORK_MEM_MB": 2048,
 }
 
 
@@ -56,7 +65,18 @@ def get_settings() -> dict[str, Any]:
             f"Unknown key(s) in the VECTORSEARCH setting: {', '.join(unknown)}. "
             f"Known keys: {', '.join(sorted(DEFAULTS))}."
         )
-    return {**DEFAULTS, **user}
+    merged = {**DEFAULTS, **user}
+    if merged["SYNC"] not in ("immediate", "task", "manual"):
+        raise ImproperlyConfiguredVectorSearch(
+            f"VECTORSEARCH['SYNC'] must be 'immediate', 'task' or 'manual', not {merged['SYNC']!r}."
+        )
+    for key in ("BATCH_SIZE", "INDEX_MAX_MAINTENANCE_WORK_MEM_MB"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ImproperlyConfiguredVectorSearch(
+                f"VECTORSEARCH[{key!r}] must be a positive whole number, not {value!r}."
+            )
+    return merged
 
 
 @receiver(setting_changed)

@@ -1,6 +1,48 @@
-"""vectorsearch's own models.
+"""vectorsearch's own models: the generic :class:`Embedding` table.
 
-The module exists (even while it defines no model) because Django sends ``pre_migrate`` only to
-apps with a models module, and that signal is what creates the pgvector extension before any
-migration runs.
+The module must exist anyway: Django sends ``pre_migrate`` only to apps with a models module, and
+that signal is what creates the pgvector extension before any migration runs.
 """
+
+from __future__ import annotations
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+from .fields import VectorField
+
+__all__ = ["Embedding"]
+
+
+class Embedding(models.Model):
+    """One object's vector (or, for a registration into a model's own column, its bookkeeping).
+
+    A row is keyed by the object (content type + primary key as text, so any primary key type
+    fits) and the registration ``key``: ``"@<embedder alias>"`` for vectors stored here, or the
+    name of the model's own vector field, whose vector then lives in that column and ``vector``
+    here stays NULL. ``identity`` and ``source_hash`` say which embedder made the vector from
+    which text, so edits and a change of embedder are seen as stale. ``source_hash`` is empty for
+    imported vectors, whose source text is unknown.
+
+    ``vector`` has no fixed size, so embedders of any size share the table; each (model,
+    embedder) gets its own HNSW index on ``vector::vector(N)``, partial on that model and
+    embedder (``vectorsearch_index`` builds them).
+    """
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    object_id = models.CharField(max_length=255)
+    key = models.CharField(max_length=100)
+    identity = models.CharField(max_length=255)
+    source_hash = models.CharField(max_length=64, blank=True, default="")
+    vector = VectorField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_id", "key"], name="vectorsearch_embedding_object"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.content_type_id}:{self.object_id} {self.key} ({self.identity})"

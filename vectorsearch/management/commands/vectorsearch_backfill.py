@@ -1,0 +1,122 @@
+"""``manage.py vectorsearch_backfill [app_label.Model ...]``: embed missing and stale rows."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS
+
+from ...conf import get_settings
+from ...exceptions import EmbeddingError
+from ...sync import backfill
+from ..utils import Progress, positive_int, select_registrations
+
+
+class Command(BaseCommand):
+    help = (
+        "Embed the rows of registered models whose vector is missing or stale, in keyset-paginated "
+        "batches of one transaction each. Safe to interrupt (even kill -9) and run again: it "
+        "resumes where it stopped, with no duplicate and no lost row."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "labels",
+            nargs="*",
+            metavar="app_label.Model",
+            help="Registered models to backfill (default: all). app_label.Model.field or "
+            "app_label.Model@alias names one registration of a model registered twice.",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=positive_int,
+            default=None,
+            help="Rows embedded and written per transaction "
+            "(default: VECTORSEARCH['BATCH_SIZE'], 256).",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Count missing and stale rows; change nothing."
+        )
+        parser.add_argument(
+            "--stale-only",
+            action="store_true",
+            help="Re-embed stale rows only; leave rows without a vector alone.",
+        )
+        parser.add_argument(
+            "--on-error",
+            choices=["stop", "skip"],
+            default="stop",
+            help="When the embedder fails for some rows: stop (default; the failing batch is not "
+            "written) or skip them, write the others and report the failures at the end.",
+        )
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias.")
+
+    def handle(
+        self,
+        *args: str,
+        labels: list[str],
+        batch_size: int | None,
+        dry_run: bool,
+        stale_only: bool,
+        on_error: str,
+        database: str,
+        verbosity: int,
+        **options: Any,
+    ) -> None:
+        if batch_size is not None and batch_size < 1:  # call_command() bypasses argparse
+            raise CommandError(f"--batch-size must be at least 1, got {batch_size}.")
+        registrations = select_registrations(labels)
+        batch_size = batch_size or get_settings()["BATCH_SIZE"]
+        failed: list[str] = []
+        for registration in registrations:
+            total = registration.model._base_manager.using(database).count()
+            progress = Progress(
+                self.stdout, total, registration.label, enabled=verbosity >= 1 and not dry_run
+            )
+            started = time.monotonic()
+            try:
+                result = backfill(
+                    registration,
+                    batch_size=batch_size,
+                    dry_run=dry_run,
+                    stale_only=stale_only,
+                    on_error=on_error,
+                    using=database,
+                    progress=progress.update,
+                )
+            except EmbeddingError as e:
+                progress.close()
+                raise CommandError(str(e)) from e
+            progress.close()
+            elapsed = time.monotonic() - started
+            if verbosity >= 1:
+                if dry_run:
+                    todo = result.stale + (0 if stale_only else result.missing)
+                    self.stdout.write(
+                        f"{registration.label}: {result.rows:,} rows, {result.missing:,} missing, "
+                        f"{result.stale:,} stale; would embed {todo:,} (dry run, nothing changed)."
+                    )
+                else:
+                    rate = result.rows / elapsed if elapsed > 0 else 0.0
+                    self.stdout.write(
+                        self.style.SUCCESS(
+                            f"{registration.label}: embedded {result.embedded:,} "
+                            f"({result.missing:,} missing, {result.stale:,} stale) of "
+                            f"{result.rows:,} rows in {elapsed:.1f} s ({rate:,.0f} rows/s); "
+                            f"{result.orphans_deleted:,} orphan vector(s) removed."
+                        )
+                    )
+            for failure in result.failures:
+                failed.append(f"{registration.label} pk={failure.object_id}: {failure.error}")
+                if verbosity >= 2:
+                    self.stderr.write(f"  failed: pk={failure.object_id}: {failure.error}")
+        if failed:
+            shown = "\n  ".join(failed[:20])
+            more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+            raise CommandError(
+                f"The embedder failed for {len(failed)} row(s); they keep their old vector or "
+                f"none:\n  {shown}{more}\nFix the cause and run vectorsearch_backfill again: "
+                "it embeds only what is still missing or stale."
+            )

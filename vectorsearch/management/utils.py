@@ -1,0 +1,221 @@
+"""What the ``vectorsearch_*`` commands share: argument types, a progress bar, index facts."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.management.base import CommandError, OutputWrapper
+from django.db import connections
+
+from ..exceptions import InvalidEmbedderError, NotRegistered
+from ..registry import Registration, registry
+
+__all__ = [
+    "IndexInfo",
+    "Progress",
+    "generic_index_sql",
+    "index_info",
+    "positive_int",
+    "select_registrations",
+]
+
+
+def positive_int(value: str) -> int:
+    """argparse ``type=``: a whole number >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def fraction(value: str) -> float:
+    """argparse ``type=``: a number in (0, 1]."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0 < number <= 1:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {number}")
+    return number
+
+
+def int_list(value: str) -> list[int]:
+    """argparse ``type=``: comma-separated whole numbers >= 1, e.g. ``10,20,40``."""
+    return sorted({positive_int(part.strip()) for part in value.split(",") if part.strip()})
+
+
+def select_registrations(labels: Sequence[str]) -> list[Registration]:
+    """The registrations the command's labels name; CommandError listing the known ones."""
+    if not list(registry):
+        raise CommandError(
+            "No model is registered with vectorsearch. Call vectorsearch.register(Model, "
+            "fields=[...]) in your AppConfig.ready()."
+        )
+    try:
+        chosen = registry.select(labels)
+    except NotRegistered as e:
+        raise CommandError(
+            f"{e} Pass app_label.Model (or app_label.Model.field / @alias)."
+        ) from None
+    for registration in chosen:
+        try:
+            registration.embedder  # noqa: B018 - builds it, so a bad setting fails here
+        except InvalidEmbedderError as e:
+            raise CommandError(f"{registration.label}: {e}") from None
+    return chosen
+
+
+class Progress:
+    """A one-line progress bar on a terminal; a line per 10% elsewhere (logs, cron mail)."""
+
+    def __init__(self, out: OutputWrapper, total: int, label: str, *, enabled: bool = True) -> None:
+        self.out = out
+        self.total = max(total, 0)
+        self.label = label
+        self.enabled = enabled
+        self.done = 0
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self._last_decile = -1
+        self.tty = out.isatty()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if not self.enabled:
+            return
+        if self.tty:
+            now = time.monotonic()
+            # Redrawn at most five times a second: a terminal is slower than a fast backfill.
+            if now - self._last_draw >= 0.2 or self.done >= self.total:
+                self._last_draw = now
+                self.out.write("\r" + self.line(), ending="")
+                self.out.flush()
+        else:
+            decile = 10 * self.done // self.total if self.total else 10
+            if decile > self._last_decile:
+                self._last_decile = decile
+                self.out.write(self.line())
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.out.write("")
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / elapsed
+        share = self.done / self.total if self.total else 1.0
+        width = 24
+        filled = int(width * min(share, 1.0))
+        bar = "#" * filled + "-" * (width - filled)
+        return f"{self.label} [{bar}] {self.done:,}/{self.total:,} ({share:.0%}) {rate:,.0f} rows/s"
+
+
+# -- indexes ------------------------------------------------------------------------------------
+
+
+def generic_index_name(registration: Registration) -> str:
+    """A stable name per (model, key, embedder identity, distance), within Django's 30 chars."""
+    digest = hashlib.sha1(
+        "|".join(
+            [
+                registration.model._meta.label_lower,
+                registration.key,
+                registration.embedder.identity,
+                registration.distance.value,
+            ]
+        ).encode(),
+        usedforsecurity=False,
+    ).hexdigest()
+    return f"vs_{str(registration.model._meta.model_name)[:12]}_{digest[:12]}"
+
+
+def generic_index_sql(
+    registration: Registration, using: str = "default", *, concurrently: bool
+) -> str:
+    """``CREATE INDEX`` for the partial HNSW expression index serving one generic registration.
+
+    ``vector::vector(N)`` over the rows of this model, key and embedder identity only: the
+    expression and the predicate are what :func:`vectorsearch.search` ranks and filters on, so
+    the planner can use the index. Written as SQL rather than an ``HnswIndex`` expression index:
+    Django parenthesizes the operator class correctly only with ``django.contrib.postgres``
+    installed, which this app does not require.
+    """
+    from ..models import Embedding
+
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    vtype = registration.vector_type()
+    opclass = registration.distance.opclass(vtype)
+    dimensions = registration.embedder.dimensions
+    with connection.schema_editor(atomic=False, collect_sql=True) as editor:
+        literal = editor.quote_value
+        predicate = (
+            f"content_type_id = {int(registration.content_type_id(using))} "
+            f"AND {quote('key')} = {literal(registration.key)} "
+            f"AND identity = {literal(registration.embedder.identity)}"
+        )
+    return (
+        f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}"
+        f"{quote(generic_index_name(registration))} ON {quote(Embedding._meta.db_table)} "
+        f"USING hnsw ((vector::{vtype}({dimensions})) {opclass}) WHERE {predicate}"
+    )
+
+
+@dataclass
+class IndexInfo:
+    name: str
+    exists: bool
+    valid: bool
+    size_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "exists": self.exists,
+            "valid": self.valid,
+            "size_bytes": self.size_bytes,
+        }
+
+
+def index_info(name: str, using: str = "default") -> IndexInfo:
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT x.indisvalid, pg_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_index x ON x.indexrelid = c.oid "
+            "WHERE c.relname = %s AND pg_catalog.pg_table_is_visible(c.oid)",
+            [name],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return IndexInfo(name, False, False, 0)
+    return IndexInfo(name, True, bool(row[0]), int(row[1]))
+
+
+def registration_indexes(registration: Registration, using: str = "default") -> list[str]:
+    """Names of the vector indexes serving a registration's searches."""
+    if registration.is_generic:
+        return [generic_index_name(registration)]
+    from ..indexes import index_field_names, vector_indexes
+
+    return [
+        index.name
+        for index in vector_indexes(registration.model)
+        if registration.vector_field in index_field_names(index, registration.model)
+    ]
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"

@@ -1,0 +1,208 @@
+"""``vectorsearch.search(queryset, "text")``: similarity search for any registered model.
+
+Works the same whether the vectors live in the model's own column or in the generic
+:class:`~vectorsearch.models.Embedding` table, and keeps the queryset's filters. It returns a
+queryset of the model, annotated with ``distance`` and ``score`` and ordered nearest first, so
+``values()``, ``select_related()`` and slicing still apply.
+
+The nearest ``k`` objects are chosen in a subquery that PostgreSQL serves from the registration's
+HNSW index (``ORDER BY vector <=> query LIMIT k``, with the queryset's filters as a semi-join);
+the outer query fetches those objects. Only vectors of the registered embedder's identity take
+part, so vectors of a previous embedder are never ranked against the new ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connections, models, transaction
+from django.db.models import Exists, OuterRef, Subquery
+from django.db.models.functions import Cast
+from pgvector import HalfVector, Vector
+
+from .conf import get_settings
+from .exceptions import InvalidQuery
+from .registry import Registration, registry
+
+__all__ = ["search"]
+
+
+def search(
+    queryset: models.QuerySet[Any] | type[models.Model],
+    query: Any,
+    *,
+    k: int = 10,
+    vector_field: str | None = None,
+    embedder: str | None = None,
+    iterative_scan: bool = True,
+) -> models.QuerySet[Any]:
+    """The ``k`` objects of ``queryset`` most similar to ``query`` (a text or a vector).
+
+    ``vector_field``/``embedder`` choose the registration when the model has several. With
+    ``iterative_scan`` (the default) the results are fetched with pgvector's iterative index
+    scan on, so a selective filter still gets ``k`` rows when there are ``k`` to find. Raises
+    :class:`InvalidQuery` for a bad ``k`` or vector, or a model that is not registered.
+    """
+    if isinstance(queryset, type):
+        queryset = queryset._default_manager.all()
+    max_k = get_settings()["MAX_K"]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
+        raise InvalidQuery(f"k must be a whole number from 1 to {max_k}, not {k!r}.")
+    from .exceptions import NotRegistered
+
+    try:
+        registration = registry.get(queryset.model, vector_field=vector_field, embedder=embedder)
+    except NotRegistered as e:
+        raise InvalidQuery(str(e)) from None
+    vector = query_vector(registration, query)
+    distance = registration.query_distance()
+    if registration.is_generic:
+        results = _search_generic(queryset, registration, vector, distance, k)
+    else:
+        results = _search_column(queryset, registration, vector, distance, k)
+    return _with_iterative_scan(results) if iterative_scan else results
+
+
+class IterativeScanMixin:
+    """Fetches results with ``hnsw.iterative_scan`` (and IVFFlat's) on, transaction-locally.
+
+    An HNSW scan yields ``hnsw.ef_search`` candidates (40 by default); rows the queryset's
+    filters reject are dropped *after* it, so a selective filter could leave fewer than ``k``.
+    pgvector 0.8's iterative scan keeps scanning until enough rows pass. ``relaxed_order`` may
+    return them slightly out of order, which the outer ``ORDER BY distance`` restores. The
+    setting is ``SET LOCAL`` in a transaction around the fetch, so it never outlives the query
+    on a pooled connection. (``count()``, ``exists()`` and ``iterator()`` run without it.)
+    """
+
+    _result_cache: Any
+    db: str
+
+    def _fetch_all(self) -> None:
+        if self._result_cache is not None:
+            super()._fetch_all()  # type: ignore[misc]
+            return
+        connection = connections[self.db]
+        with transaction.atomic(using=self.db):
+            with connection.cursor() as cursor:
+                # Both index types: a model's own column may have an IVFFlat index.
+                cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                cursor.execute("SET LOCAL ivfflat.iterative_scan = relaxed_order")
+            super()._fetch_all()  # type: ignore[misc]
+            # Inside a caller's transaction this block is a savepoint, whose release would not
+            # end a SET LOCAL. (On an error, the rollback to the savepoint ends it.)
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL hnsw.iterative_scan TO DEFAULT")
+                cursor.execute("SET LOCAL ivfflat.iterative_scan TO DEFAULT")
+
+
+_iterative_classes: dict[type, type] = {}
+
+
+def _with_iterative_scan(queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
+    """``queryset`` with :class:`IterativeScanMixin` mixed into its own (possibly custom) class;
+    clones keep the class, so filters and slices added later keep the behaviour."""
+    base = type(queryset)
+    if base not in _iterative_classes:
+        _iterative_classes[base] = type(
+            f"IterativeScan{base.__name__}", (IterativeScanMixin, base), {}
+        )
+    queryset.__class__ = _iterative_classes[base]
+    return queryset
+
+
+def query_vector(registration: Registration, query: Any) -> Any:
+    """``query`` embedded (a text) or checked (a vector), as the pgvector value to compare with."""
+    embedder = registration.embedder
+    if isinstance(query, str):
+        if not query.strip():
+            raise InvalidQuery("The search text is empty.")
+        values = embedder.embed_one(query)
+    else:
+        field = (
+            registration.model_field() if registration.vector_field else registration.cast_field()
+        )
+        try:
+            values = field.to_python(query)
+        except Exception as e:  # ValidationError from the field's checks
+            messages = getattr(e, "messages", [str(e)])
+            raise InvalidQuery(f"Invalid query vector: {' '.join(messages)}") from None
+        if values is None:
+            raise InvalidQuery("The query vector is empty.")
+    return HalfVector(values) if registration.vector_type() == "halfvec" else Vector(values)
+
+
+def _search_generic(
+    queryset: models.QuerySet[Any], registration: Registration, vector: Any, distance: Any, k: int
+) -> models.QuerySet[Any]:
+    from .models import Embedding
+
+    using = queryset.db
+    model = registration.model
+    own = Embedding.objects.using(using).filter(
+        content_type_id=registration.content_type_id(using),
+        key=registration.key,
+        identity=registration.embedder.identity,
+    )
+    ranked = own.annotate(
+        _vs_distance=distance.expression(registration.vector_expression(), vector)
+    )
+    allowed = (
+        queryset.order_by()
+        .annotate(_vs_id=Cast("pk", output_field=models.TextField()))
+        .values("_vs_id")
+    )
+    nearest = (
+        ranked.filter(object_id__in=allowed)
+        .order_by("_vs_distance")
+        .annotate(_vs_pk=Cast("object_id", output_field=model._meta.pk))
+        .values("_vs_pk")[:k]
+    )
+    distance_of = Subquery(
+        ranked.filter(object_id=Cast(OuterRef("pk"), output_field=models.TextField())).values(
+            "_vs_distance"
+        )[:1]
+    )
+    results: models.QuerySet[Any] = (
+        queryset.filter(pk__in=nearest)
+        .annotate(distance=distance_of)
+        .annotate(score=distance.score("distance"))
+        .order_by("distance")
+    )
+    return results
+
+
+def _search_column(
+    queryset: models.QuerySet[Any], registration: Registration, vector: Any, distance: Any, k: int
+) -> models.QuerySet[Any]:
+    from .models import Embedding
+
+    using = queryset.db
+    name = registration.vector_field
+    assert name is not None
+    # A vector made by another embedder than the registered one must not be ranked against the
+    # query: such rows have bookkeeping with another identity (the backfill re-embeds them).
+    foreign = (
+        Embedding.objects.using(using)
+        .filter(
+            content_type_id=registration.content_type_id(using),
+            key=registration.key,
+            object_id=Cast(OuterRef("pk"), output_field=models.TextField()),
+        )
+        .exclude(identity=registration.embedder.identity)
+    )
+    expression = distance.expression(name, vector)
+    nearest = (
+        queryset.order_by()
+        .filter(**{f"{name}__isnull": False})
+        .filter(~Exists(foreign))
+        .annotate(_vs_distance=expression)
+        .order_by("_vs_distance")
+        .values("pk")[:k]
+    )
+    results: models.QuerySet[Any] = (
+        queryset.filter(pk__in=nearest)
+        .annotate(distance=distance.expression(name, vector))
+        .annotate(score=distance.score("distance"))
+        .order_by("distance")
+    )
+    return results
