@@ -17,9 +17,7 @@ class Article(models.Model):
     objects = VectorQuerySet.as_manager()
 
     class Meta:
-        indexes = [
-            HnswIndex(fields=["embedding"], distance="cosine", name="embedapp_article_hnsw")
-        ]
+        indexes = [HnswIndex(fields=["embedding"], distance="cosine", name="embedapp_article_hnsw")]
 
     def __str__(self) -> str:
         return self.title
