@@ -5,6 +5,8 @@ import psycopg
 import pytest
 from django.db import connection
 
+pytest_plugins = ["tests.browser"]
+
 
 def admin_conninfo(dbname: str = "postgres") -> str:
     """A libpq connection string to the test server as its superuser."""
