@@ -9,7 +9,7 @@ from pgvector.django import CosineDistance
 
 from tests.queryapp.models import Article, Category, Tag
 from tests.testapp.models import Document, Item, LegacyItem
-from vectorsearch import InvalidQuery
+from vectorsearch import InvalidQuery, VectorField, VectorManager
 from vectorsearch.query import mmr_select
 
 pytestmark = pytest.mark.django_db
@@ -629,3 +629,59 @@ def test_hybrid_search_runs_its_vector_list_with_the_search_settings(articles):
     rows = list(fused)
     assert rows and {r.ef for r in rows} == {"77"}
     assert current("hnsw.ef_search") != "77"
+
+
+def test_hybrid_phrase_query_ranks_only_real_matches_by_text():
+    # Rows with both words but not the phrase have a positive ts_rank; they must not take the
+    # text list's places from the rows that match the phrase.
+    category = Category.objects.create(name="fruit")
+    near = [
+        Article.objects.create(
+            title="banana apple apple apple", category=category, embedding=[1, 0, 0, 0.01 * i]
+        )
+        for i in range(6)
+    ]
+    phrase = [
+        Article.objects.create(
+            title="apple banana i", category=category, embedding=[0, 1, 0, 0.01 * i]
+        )
+        for i in range(6)
+    ]
+    results = list(
+        Article.objects.hybrid_search(
+            '"apple banana"', [1, 0, 0, 0], search_fields=["title"], candidates=4, exact=True
+        )
+    )
+    by_pk = {a.pk: a for a in results}
+    matched = [by_pk[a.pk] for a in phrase if a.pk in by_pk]
+    assert len(matched) == 4  # the text list is the 4 phrase matches
+    assert sorted(a.text_rank for a in matched) == [1, 2, 3, 4]
+    assert all(a.rrf_score > 0 for a in matched)
+    assert all(by_pk[a.pk].text_rank is None for a in near if a.pk in by_pk)
+
+
+def test_a_model_with_a_field_named_score_gets_a_clear_error():
+    from django.test.utils import isolate_apps
+
+    with isolate_apps("tests.queryapp"):
+
+        class Review(models.Model):
+            score = models.IntegerField()
+            embedding = VectorField(dimensions=3)
+
+            objects = VectorManager()
+
+            class Meta:
+                app_label = "queryapp"
+
+        with pytest.raises(InvalidQuery, match="has a field named score, which similar_to"):
+            Review.objects.similar_to([1, 2, 3], distance="l2")
+
+
+def test_threshold_without_k_returns_at_most_max_k_rows_whatever_the_strategy(articles):
+    with override_settings(VECTORSEARCH={"MAX_K": 7}):
+        exact = list(Article.objects.similar_to(QUERY, threshold=-1.0, exact=True))
+        force_index()
+        index = list(Article.objects.similar_to(QUERY, threshold=-1.0, exact=False))
+    assert len(exact) == len(index) == 7
+    assert [a.pk for a in exact] == exact_ids(articles, k=7)

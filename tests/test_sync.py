@@ -234,3 +234,22 @@ def test_saving_again_keeps_the_vector_and_does_not_re_embed():
     article.refresh_from_db()
     assert article.embedding is not None
     assert rows_of(article).get().updated_at == first.updated_at
+
+
+def test_a_text_similar_to_on_a_column_never_ranks_another_embedders_vectors():
+    Article.objects.create(title="Cats purr", body="")
+    other = {
+        "default": {
+            "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+            "OPTIONS": {"dimensions": 256, "word_weight": 0.9},  # same size, another identity
+        },
+        "small": {
+            "BACKEND": "vectorsearch.embedders.HashingEmbedder",
+            "OPTIONS": {"dimensions": 32},
+        },
+    }
+    assert [a.title for a in Article.objects.similar_to("cats", k=5)] == ["Cats purr"]
+    with override_settings(VECTORSEARCH_EMBEDDERS=other):
+        assert list(Article.objects.similar_to("cats", k=5)) == []
+        Article.objects.create(title="Cats nap", body="")
+        assert [a.title for a in Article.objects.similar_to("cats", k=5)] == ["Cats nap"]

@@ -463,9 +463,23 @@ class VectorQuerySet(models.QuerySet[_M]):
             raise InvalidQuery(
                 f"exact must be True, False or None (choose per query), not {exact!r}."
             )
+        taken = {"distance", "score"} & {f.name for f in self.model._meta.get_fields()}
+        if taken:
+            raise InvalidQuery(
+                f"{self.model._meta.label} has a field named {' and '.join(sorted(taken))}, "
+                "which similar_to()'s annotations of the same name would shadow; rank with "
+                f"vectorsearch.search() or annotate {chosen.function.__name__}(...) yourself."
+            )
         exclude_pk = None
         if isinstance(query, models.Model):
             query, exclude_pk = _instance_vector(self.model, model_field, query)
+        base = self
+        if isinstance(query, str) and vector_type_of(model_field) != "bit":
+            # The text is embedded by the registered embedder; vectors another embedder made
+            # (before a change of model, until the backfill replaces them) are not comparable.
+            from .registry import comparable_vectors
+
+            base = self.filter(comparable_vectors(self.model, model_field.name, self.db))
         value, vector = _query_parts(model_field, query, chosen)
         size = getattr(model_field, "length", None) if chosen is Distance.HAMMING else None
         max_distance = None if threshold is None else max_distance_for(chosen, threshold, size)
@@ -483,7 +497,7 @@ class VectorQuerySet(models.QuerySet[_M]):
             )
         # One annotate() call (score refers to distance) and one order_by(): each queryset
         # method clones the query, which is a measurable share of a fast search.
-        clone = self.annotate(
+        clone = base.annotate(
             distance=chosen.expression(model_field.name, value),
             score=chosen.score("distance", dimensions=size),
         ).order_by("distance")
@@ -567,14 +581,24 @@ class VectorQuerySet(models.QuerySet[_M]):
         # `candidates` positions are exactly each list: no need to compare against the lists
         # again, which would run their subqueries once per mention.
         by_distance = Window(RowNumber(), order_by=[F("distance").asc(), F("pk").asc()])
-        by_text = Window(RowNumber(), order_by=[F("text_score").desc(), F("pk").asc()])
+        # text_score is NULL for rows that do not match the text query: ts_rank is positive for
+        # rows holding the words but not the phrase, which must not outrank the real matches.
+        by_text = Window(
+            RowNumber(), order_by=[F("text_score").desc(nulls_last=True), F("pk").asc()]
+        )
         matches = Q(_document=text_query)
         fused = (
             self.filter(Q(pk__in=vector_ids) | Q(pk__in=text_ids))
             .alias(_document=document)
             .annotate(distance=search.distance.expression(search.field, search.value))
             .annotate(score=search.distance.score("distance", dimensions=size))
-            .annotate(text_score=SearchRank(document, text_query))
+            .annotate(
+                text_score=Case(
+                    When(matches, then=SearchRank(document, text_query)),
+                    default=None,
+                    output_field=FloatField(),
+                )
+            )
             .annotate(
                 vector_rank=Case(
                     When(GreaterThanOrEqual(n, by_distance), then=by_distance),
@@ -695,6 +719,11 @@ class VectorQuerySet(models.QuerySet[_M]):
         outer_high = limit if by_distance else high
         settings: dict[str, Any] = {}
         if strategy is Strategy.EXACT:
+            if limit is None and search.max_distance is not None:
+                # A threshold without k returns at most MAX_K rows, as the index path does:
+                # the size of the answer must not depend on which strategy the planner chose.
+                limit = conf["MAX_K"]
+                outer_high = limit if by_distance else high
             if limit is None:
                 queryset = base.filter(threshold) if threshold else base
             else:

@@ -25,6 +25,7 @@ import numpy as np
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Cast
 
 from .distances import Distance, vector_type_of
@@ -122,6 +123,21 @@ class Registration:
         if self.vector_field is not None:
             return models.F(self.vector_field)
         return Cast("vector", output_field=self.cast_field())
+
+    def foreign_vectors(self, using: str) -> models.QuerySet[Any]:
+        """Bookkeeping rows saying the vector of the outer row was made by another embedder
+        (for ``~Exists(...)`` on the model's own column)."""
+        from .models import Embedding
+
+        return (
+            Embedding.objects.using(using)
+            .filter(
+                content_type_id=self.content_type_id(using),
+                key=self.key,
+                object_id=Cast(OuterRef("pk"), output_field=models.TextField()),
+            )
+            .exclude(identity=self.embedder.identity)
+        )
 
     def vector_type(self) -> str:
         field = self.model_field() if self.vector_field else self.cast_field()
@@ -307,6 +323,20 @@ def embed_query(model: type[models.Model], field: str, text: str) -> Any:
         ) from None
     vector: np.ndarray[Any, Any] = registration.embedder.embed_one(text)
     return vector
+
+
+def comparable_vectors(model: type[models.Model], field: str, using: str) -> Q:
+    """A filter keeping the rows whose vector in ``field`` the registered embedder made.
+
+    A vector of another embedder (before a change of model, until the backfill replaces it)
+    lies in another space: ranking it against this embedder's query would be meaningless. Such
+    rows carry bookkeeping with another identity. Without a registration, every row is kept.
+    """
+    try:
+        registration = registry.get(model, vector_field=field)
+    except NotRegistered:
+        return Q()
+    return ~Q(Exists(registration.foreign_vectors(using)))
 
 
 def model_has_field(model: type[models.Model], name: str) -> bool:

@@ -174,22 +174,13 @@ def _search_generic(
 def _search_column(
     queryset: models.QuerySet[Any], registration: Registration, vector: Any, distance: Any, k: int
 ) -> models.QuerySet[Any]:
-    from .models import Embedding
 
     using = queryset.db
     name = registration.vector_field
     assert name is not None
     # A vector made by another embedder than the registered one must not be ranked against the
     # query: such rows have bookkeeping with another identity (the backfill re-embeds them).
-    foreign = (
-        Embedding.objects.using(using)
-        .filter(
-            content_type_id=registration.content_type_id(using),
-            key=registration.key,
-            object_id=Cast(OuterRef("pk"), output_field=models.TextField()),
-        )
-        .exclude(identity=registration.embedder.identity)
-    )
+    foreign = registration.foreign_vectors(using)
     expression = distance.expression(name, vector)
     nearest = (
         queryset.order_by()
