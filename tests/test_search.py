@@ -193,9 +193,12 @@ def test_search_on_a_models_own_column_is_one_query_served_by_its_index():
     assert "embedapp_article_hnsw" in _plan(results)
     with CaptureQueriesContext(connection) as queries:
         assert [a.title for a in results] == ["Cats purr", "Cats and dogs"]
-    statements = [q["sql"].split()[0] for q in queries.captured_queries]
-    # One SELECT, wrapped in a savepoint with the transaction-local iterative-scan setting.
-    assert statements == ["SAVEPOINT", "SET", "SET", "SELECT", "SET", "SET", "RELEASE"]
+    # One round trip: the SELECT, with its transaction-local settings and inside a savepoint
+    # (the test runs in a transaction) that is rolled back to undo them.
+    (sql,) = [q["sql"] for q in queries.captured_queries]
+    parts = [part.split()[0] for part in sql.split("; ")]
+    assert parts == ["SAVEPOINT", "SET", "SET", "SET", "SELECT", "ROLLBACK", "RELEASE"]
+    assert "SET LOCAL hnsw.ef_search = 400" in sql
 
 
 def test_a_selective_filter_still_gets_k_results_thanks_to_iterative_index_scans():
@@ -250,3 +253,17 @@ def test_search_by_meaning_with_sentence_transformers(monkeypatch, settings):
 def test_building_an_index_over_no_vectors_says_to_backfill_first():
     out = run("vectorsearch_index", "embedapp.Note")
     assert "over 0 vectors" in out and "Run vectorsearch_backfill, then --rebuild" in out
+
+
+def test_search_leaves_the_callers_own_set_local_as_it_was():
+    Article.objects.create(title="Cats purr")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT '[1]'::vector")  # loads pgvector, which defines its settings
+        cursor.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+        cursor.execute("SET LOCAL hnsw.ef_search = 33")
+    assert [a.title for a in vectorsearch.search(Article, "cats", k=1)] == ["Cats purr"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('hnsw.iterative_scan'), current_setting('hnsw.ef_search')"
+        )
+        assert cursor.fetchone() == ("strict_order", "33")

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connections, models, transaction
+from django.db import models
 from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.functions import Cast
 from pgvector import HalfVector, Vector
 
 from .conf import get_settings
 from .exceptions import InvalidQuery
+from .query import query_settings
 from .registry import Registration, registry
+from .search_settings import apply_settings
 
 __all__ = ["search"]
 
@@ -70,8 +72,9 @@ class IterativeScanMixin:
     filters reject are dropped *after* it, so a selective filter could leave fewer than ``k``.
     pgvector 0.8's iterative scan keeps scanning until enough rows pass. ``relaxed_order`` may
     return them slightly out of order, which the outer ``ORDER BY distance`` restores. The
-    setting is ``SET LOCAL`` in a transaction around the fetch, so it never outlives the query
-    on a pooled connection. (``count()``, ``exists()`` and ``iterator()`` run without it.)
+    settings (with the app's ``FILTERED_EF_SEARCH``) travel with the query as transaction-local
+    ``SET LOCAL``s (:mod:`vectorsearch.search_settings`), so they never outlive it on a pooled
+    connection. (``count()``, ``exists()`` and ``iterator()`` run without them.)
     """
 
     _result_cache: Any
@@ -81,18 +84,16 @@ class IterativeScanMixin:
         if self._result_cache is not None:
             super()._fetch_all()  # type: ignore[misc]
             return
-        connection = connections[self.db]
-        with transaction.atomic(using=self.db):
-            with connection.cursor() as cursor:
-                # Both index types: a model's own column may have an IVFFlat index.
-                cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                cursor.execute("SET LOCAL ivfflat.iterative_scan = relaxed_order")
+        # The same transaction-local settings, sent the same way, as similar_to's index path:
+        # they end with the search and leave the caller's own SET LOCALs as they were.
+        settings = {
+            # Both index types: a model's own column may have an IVFFlat index.
+            "hnsw.iterative_scan": "relaxed_order",
+            "ivfflat.iterative_scan": "relaxed_order",
+            "hnsw.ef_search": query_settings()["FILTERED_EF_SEARCH"],
+        }
+        with apply_settings(self.db, settings):
             super()._fetch_all()  # type: ignore[misc]
-            # Inside a caller's transaction this block is a savepoint, whose release would not
-            # end a SET LOCAL. (On an error, the rollback to the savepoint ends it.)
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL hnsw.iterative_scan TO DEFAULT")
-                cursor.execute("SET LOCAL ivfflat.iterative_scan TO DEFAULT")
 
 
 _iterative_classes: dict[type, type] = {}
