@@ -111,7 +111,7 @@ def test_backfill_removes_orphans_left_by_a_raw_delete():
             ["embedapp.Nope"],
             {},
             "No registered model called 'embedapp.Nope'; registered: "
-            "embedapp.Article.embedding, embedapp.Note@default, embedapp.Tag@small",
+            "embedapp.Article.embedding, embedapp.Note@default, embedapp.Post@default, embedapp.Tag@small",
         ),
         ([], {"batch_size": 0}, "must be at least 1"),
     ],

@@ -33,6 +33,7 @@ def test_the_test_apps_registrations_pass_the_checks():
     assert registry.labels() == [
         "embedapp.Article.embedding",
         "embedapp.Note@default",
+        "embedapp.Post@default",
         "embedapp.Tag@small",
     ]
 

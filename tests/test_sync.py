@@ -253,3 +253,33 @@ def test_a_text_similar_to_on_a_column_never_ranks_another_embedders_vectors():
         assert list(Article.objects.similar_to("cats", k=5)) == []
         Article.objects.create(title="Cats nap", body="")
         assert [a.title for a in Article.objects.similar_to("cats", k=5)] == ["Cats nap"]
+
+
+def test_saving_a_multi_table_child_or_a_proxy_embeds_the_registered_parent():
+    from tests.embedapp.models import LongPost, PinnedPost, Post
+
+    child = LongPost.objects.create(title="Cats purr", summary="")
+    pinned = PinnedPost.objects.create(title="Dogs bark")
+    found = [p.pk for p in vectorsearch.search(Post.objects.all(), "cats purr", k=2)]
+    assert found[0] == child.pk
+    assert set(found) == {child.pk, pinned.pk}
+    assert status(registry.get(Post)).missing == 0
+
+    child.title = "Owls hoot"
+    child.save()
+    assert status(registry.get(Post)).stale == 0
+    assert vectorsearch.search(Post.objects.all(), "owls hoot", k=1)[0].pk == child.pk
+
+    child.delete()
+    PinnedPost.objects.filter(pk=pinned.pk).delete()
+    assert not Embedding.objects.exists()
+
+
+def test_a_proxy_model_cannot_be_registered():
+    from tests.embedapp.models import PinnedPost
+
+    with pytest.raises(
+        TypeError,
+        match=r"embedapp\.PinnedPost is a proxy model; register its concrete model embedapp\.Post",
+    ):
+        vectorsearch.register(PinnedPost, fields=["title"])

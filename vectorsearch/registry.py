@@ -185,6 +185,15 @@ class Registry:
             model = apps.get_model(model)
         if not (isinstance(model, type) and issubclass(model, models.Model)):
             raise TypeError(f"register() takes a model class or 'app_label.Model', not {model!r}.")
+        if model._meta.proxy:
+            # A proxy's rows are its concrete model's: vectors kept under the proxy would miss
+            # the saves and deletes made through the concrete model (and its other proxies).
+            concrete = model._meta.concrete_model
+            raise TypeError(
+                f"{model._meta.label} is a proxy model; register its concrete model "
+                f"{concrete._meta.label if concrete else '?'} instead (the search covers the "
+                "proxy's rows too: vectorsearch.search(Proxy.objects.all(), ...))."
+            )
         text: Callable[[Any], str] | None = None
         names: tuple[str, ...] = ()
         if callable(fields):

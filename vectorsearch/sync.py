@@ -442,7 +442,7 @@ def _on_save(
 ) -> None:
     if raw:  # loaddata: the backfill embeds fixtures, which may not be consistent yet
         return
-    for registration in registry.for_model(sender):
+    for registration in _registrations_of(sender):
         if (
             update_fields is not None
             and registration.text is None
@@ -478,19 +478,49 @@ def _enqueue(registration: Registration, pks: Sequence[Any], using: str) -> None
 def _on_delete(
     sender: type[models.Model], instance: Any, using: str = "default", **kwargs: Any
 ) -> None:
-    delete_vectors(sender, [str(instance.pk)], using)
+    model = sender._meta.concrete_model if sender._meta.proxy else sender
+    if model is not None:
+        delete_vectors(model, [str(instance.pk)], using)
+
+
+def _registrations_of(sender: type[models.Model]) -> list[Registration]:
+    """The registrations an object of ``sender`` feeds: its model's and, for a multi-table
+    child or a proxy, its parents' (saving a child saves the parent's row)."""
+    found = list(registry.for_model(sender))
+    for parent in sender._meta.get_parent_list():
+        found.extend(registry.for_model(parent))
+    return found
+
+
+def _senders(model: type[models.Model]) -> list[type[models.Model]]:
+    """``model`` and the models whose saves also save its rows: multi-table children, proxies.
+
+    Django sends ``post_save`` with the class of the object saved only.
+    """
+    from django.apps import apps
+
+    return [model] + [
+        other
+        for other in apps.get_models()
+        if other is not model and issubclass(other, model) and not other._meta.abstract
+    ]
 
 
 def connect(model: type[models.Model]) -> None:
-    uid = f"vectorsearch.sync.{model._meta.label_lower}"
-    post_save.connect(_on_save, sender=model, dispatch_uid=uid, weak=False)
-    post_delete.connect(_on_delete, sender=model, dispatch_uid=uid, weak=False)
+    for sender in _senders(model):
+        uid = f"vectorsearch.sync.{sender._meta.label_lower}"
+        post_save.connect(_on_save, sender=sender, dispatch_uid=uid, weak=False)
+        # A multi-table child's delete sends its parent's post_delete too; a proxy's does not.
+        if sender is model or sender._meta.proxy:
+            post_delete.connect(_on_delete, sender=sender, dispatch_uid=uid, weak=False)
 
 
 def disconnect(model: type[models.Model]) -> None:
-    uid = f"vectorsearch.sync.{model._meta.label_lower}"
-    post_save.disconnect(sender=model, dispatch_uid=uid)
-    post_delete.disconnect(sender=model, dispatch_uid=uid)
+    for sender in _senders(model):
+        if sender is model or not _registrations_of(sender):
+            uid = f"vectorsearch.sync.{sender._meta.label_lower}"
+            post_save.disconnect(sender=sender, dispatch_uid=uid)
+            post_delete.disconnect(sender=sender, dispatch_uid=uid)
 
 
 # -- backfill and status ------------------------------------------------------------------------

@@ -9,8 +9,9 @@ class EmbedAppConfig(AppConfig):
     def ready(self) -> None:
         import vectorsearch
 
-        from .models import Article, Note, Tag
+        from .models import Article, Note, Post, Tag
 
         vectorsearch.register(Article, fields=["title", "body"], vector_field="embedding")
         vectorsearch.register(Note, fields=["title", "body"], filters=["category"])
+        vectorsearch.register(Post, fields=["title"])
         vectorsearch.register(Tag, fields=lambda tag: f"{tag.slug}: {tag.label}", embedder="small")

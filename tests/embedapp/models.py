@@ -42,3 +42,21 @@ class Tag(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+
+class Post(models.Model):
+    """A registered parent (generic table) with a multi-table child and a proxy."""
+
+    title = models.CharField(max_length=200)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class LongPost(Post):
+    summary = models.TextField(blank=True)
+
+
+class PinnedPost(Post):
+    class Meta:
+        proxy = True
