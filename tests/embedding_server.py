@@ -23,6 +23,18 @@ class FakeServer:
                     failure = server.failures.pop(0)
                     if failure == "sleep":
                         time.sleep(0.5)
+                    elif failure == "html":  # a proxy's error page, with status 200
+                        self.send_response(200)
+                        self.send_header("Content-Type", "text/html")
+                        self.end_headers()
+                        self.wfile.write(b"<html><body>Bad gateway</body></html>")
+                        return
+                    elif failure == "duplicate":  # two vectors claim index 0
+                        self.send_response(200)
+                        self.end_headers()
+                        twice = [{"index": 0, "embedding": [1.0] * server.dimensions}] * 2
+                        self.wfile.write(json.dumps({"data": twice}).encode())
+                        return
                     else:
                         self.send_response(failure)
                         self.send_header("Content-Type", "application/json")

@@ -276,3 +276,18 @@ def test_openai_api_key_from_the_environment(server, monkeypatch):
     make(server, api_key_env="MY_EMBEDDINGS_KEY", send_dimensions=True).embed(["x"])
     assert server.requests[0]["auth"] == "Bearer sk-env"
     assert server.requests[0]["body"]["dimensions"] == 8
+
+
+def test_openai_a_non_json_answer_is_retried_then_an_embedding_error(server):
+    server.failures = ["html"]
+    assert make(server, max_retries=1).embed(["hello"]).shape == (1, 8)
+    server.failures = ["html", "html"]
+    with pytest.raises(EmbeddingError, match=r"not JSON \(b'<html><body>Bad gateway") as info:
+        make(server, max_retries=1).embed(["hello"])
+    assert info.value.transient
+
+
+def test_openai_duplicate_indices_are_rejected(server):
+    server.failures = ["duplicate"]
+    with pytest.raises(EmbeddingError, match=r"did not answer with OpenAI's embeddings format"):
+        make(server, max_retries=0).embed(["a", "b"])

@@ -114,3 +114,25 @@ def test_npy_without_ids_and_unknown_types_say_what_to_pass(tmp_path, notes):
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
     with pytest.raises(CommandError, match="line 1: expected"):
         run("embedapp.Note", str(tmp_path / "bad.jsonl"))
+
+
+def test_ids_are_read_as_the_primary_key_reads_them(tmp_path, notes):
+    # "007" names the same row as 7: stored as "7", it is found by search and status.
+    padded = [f"00{n.pk}" for n in notes]
+    file, ids = npy(tmp_path, np.ones((5, DIMS)), padded)
+    run("embedapp.Note", file, ids=ids)
+    assert sorted(Embedding.objects.values_list("object_id", flat=True)) == sorted(
+        str(n.pk) for n in notes
+    )
+    assert status(registry.get(Note)).missing == 0
+
+
+@pytest.mark.parametrize("bad", ["abc", "2.5"])
+def test_an_id_that_is_no_primary_key_is_a_command_error(tmp_path, notes, bad):
+    path = tmp_path / "vectors.jsonl"
+    path.write_text(json.dumps({"id": bad, "vector": [1.0] * DIMS}))
+    with pytest.raises(
+        CommandError, match=f"Id '{bad}' \\(record 1\\) is not a valid primary key of embedapp.Note"
+    ):
+        run("embedapp.Note", str(path))
+    assert Embedding.objects.count() == 0

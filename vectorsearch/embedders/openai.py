@@ -113,7 +113,20 @@ class OpenAICompatibleEmbedder(BaseEmbedder):
             request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return self._parse(json.load(response), len(texts))
+                    raw = response.read()
+                try:
+                    answer = json.loads(raw)
+                except ValueError as e:
+                    # An HTML page from a proxy, a body cut short: a fault of the way there,
+                    # worth another try, then an EmbeddingError, never a raw JSONDecodeError.
+                    if attempt >= self.max_retries:
+                        raise EmbeddingError(
+                            f"Embedder {self.alias!r}: {self.url} answered with something that "
+                            f"is not JSON ({raw[:80]!r}) after {attempt + 1} attempt(s).",
+                            transient=True,
+                        ) from e
+                else:
+                    return self._parse(answer, len(texts))
             except urllib.error.HTTPError as e:
                 detail = _error_detail(e)
                 if e.code not in RETRY_STATUSES or attempt >= self.max_retries:
@@ -136,6 +149,10 @@ class OpenAICompatibleEmbedder(BaseEmbedder):
     def _parse(self, answer: Any, count: int) -> Vectors:
         try:
             items = sorted(answer["data"], key=lambda item: item["index"])
+            if [item["index"] for item in items] != list(range(count)):
+                raise ValueError(
+                    f"indices {[item['index'] for item in items][:10]}, expected 0..{count - 1}"
+                )
             vectors = np.asarray([item["embedding"] for item in items], dtype=np.float32)
         except (KeyError, TypeError, ValueError) as e:
             raise EmbeddingError(

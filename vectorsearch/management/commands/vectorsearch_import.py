@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, transaction
 from psycopg.copy import QueuedLibpqWriter
 
 from ...registry import Registration
@@ -74,7 +75,7 @@ class Command(BaseCommand):
         registration = registrations[0]
         started = time.monotonic()
         object_ids, vectors = self.load(file, ids)
-        self.validate(registration, object_ids, vectors, database)
+        object_ids = self.validate(registration, object_ids, vectors, database)
         identity = identity or registration.embedder.identity
         progress = Progress(
             self.stdout, len(object_ids), registration.label, enabled=verbosity >= 1
@@ -170,7 +171,8 @@ class Command(BaseCommand):
         object_ids: list[str],
         vectors: np.ndarray[Any, Any],
         using: str,
-    ) -> None:
+    ) -> list[str]:
+        """Check the file against the registration; return the ids in their canonical text."""
         if vectors.ndim != 2:
             raise CommandError(f"Expected a 2-D array of vectors, got shape {vectors.shape}.")
         if len(object_ids) != len(vectors):
@@ -197,6 +199,7 @@ class Command(BaseCommand):
             check_finite(vectors, object_ids)
         if not all(object_ids):
             raise CommandError("An id is empty; every vector needs its object's primary key.")
+        object_ids = canonical_ids(registration.model, object_ids)
         if len(set(object_ids)) != len(object_ids):
             raise CommandError("The ids are not unique; each object may get one vector.")
         missing = self.missing_objects(registration, object_ids, using)
@@ -205,6 +208,7 @@ class Command(BaseCommand):
                 f"{len(missing):,} id(s) match no {registration.model._meta.label} "
                 f"(e.g. {', '.join(missing[:10])}); nothing was imported."
             )
+        return object_ids
 
     def missing_objects(
         self, registration: Registration, object_ids: list[str], using: str
@@ -384,3 +388,23 @@ def binary_copy_payload(
             # A byte view, not tobytes(): psycopg sends any buffer, and this saves a copy.
             yield len(chunk), rows.view(np.uint8).data
     yield 0, struct.pack(">h", -1)
+
+
+def canonical_ids(model: type[models.Model], object_ids: list[str]) -> list[str]:
+    """Each id as the primary key field reads it back ("001" -> "1", an upper-case UUID ->
+    lower case), so it names the same row the rest of the app names; CommandError otherwise."""
+    pk = model._meta.pk
+    assert pk is not None
+    canonical = []
+    for position, raw in enumerate(object_ids):
+        try:
+            value = pk.to_python(raw)
+        except ValidationError:
+            value = None
+        if value is None or value == "":
+            raise CommandError(
+                f"Id {raw!r} (record {position + 1}) is not a valid primary key of "
+                f"{model._meta.label} ({type(pk).__name__}); nothing was imported."
+            )
+        canonical.append(str(value))
+    return canonical
