@@ -685,3 +685,38 @@ def test_threshold_without_k_returns_at_most_max_k_rows_whatever_the_strategy(ar
         index = list(Article.objects.similar_to(QUERY, threshold=-1.0, exact=False))
     assert len(exact) == len(index) == 7
     assert [a.pk for a in exact] == exact_ids(articles, k=7)
+
+
+def test_expression_and_partial_indexes_do_not_decide_the_distance():
+    from django.db.models.functions import Cast
+    from django.test.utils import isolate_apps
+
+    from vectorsearch import HalfVectorField, HnswIndex
+
+    with isolate_apps("tests.queryapp"):
+
+        class Doc(models.Model):
+            kind = models.CharField(max_length=10)
+            embedding = VectorField(dimensions=3)
+
+            objects = VectorManager()
+
+            class Meta:
+                app_label = "queryapp"
+                indexes = [
+                    HnswIndex(fields=["embedding"], distance="l2", name="doc_l2"),
+                    HnswIndex(
+                        Cast("embedding", HalfVectorField(dimensions=3)),
+                        distance="cosine",
+                        name="doc_half_cosine",
+                    ),
+                    HnswIndex(
+                        fields=["embedding"],
+                        distance="inner_product",
+                        condition=Q(kind="a"),
+                        name="doc_ip_a",
+                    ),
+                ]
+
+        # Only the plain index on the column serves ORDER BY embedding <op> query.
+        assert "<->" in str(Doc.objects.similar_to([1, 2, 3]).query)

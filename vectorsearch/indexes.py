@@ -209,6 +209,14 @@ def index_distance(index: Any, model: type[Model]) -> Distance | None:
     return VectorIndexMixin.distance_for(index, model)
 
 
+def serves_column(index: Any, field_name: str) -> bool:
+    """Whether ``ORDER BY field <op> query`` can use ``index``: a plain index on that one field.
+
+    An expression index (``Cast(...)``) or a partial one (``condition=``) answers other queries.
+    """
+    return [name.lstrip("-") for name in index.fields] == [field_name] and index.condition is None
+
+
 def index_field_names(index: Any, model: type[Model]) -> list[str]:
     """The model fields an index covers: its ``fields``, or the columns its expressions name."""
     if index.fields:

@@ -52,7 +52,7 @@ from pgvector import Bit, HalfVector, SparseVector, Vector
 from .conf import get_settings
 from .distances import Distance, IndexMethod, vector_type_of
 from .exceptions import ImproperlyConfiguredVectorSearch, InvalidQuery
-from .indexes import index_distance, index_field_names, index_method, vector_indexes
+from .indexes import index_distance, index_method, serves_column, vector_indexes
 from .search_settings import apply_settings
 
 __all__ = ["Strategy", "VectorManager", "VectorQuerySet", "mmr_select"]
@@ -114,7 +114,7 @@ def resolve_distance(
     indexed = {
         index_distance(index, model)
         for index in vector_indexes(model)
-        if field.name in index_field_names(index, model)
+        if serves_column(index, field.name)
     } - {None}
     if len(indexed) == 1:
         return indexed.pop()  # type: ignore[return-value]
@@ -221,8 +221,7 @@ def index_method_for(
     methods = {
         index_method(index)
         for index in vector_indexes(model)
-        if field_name in index_field_names(index, model)
-        and index_distance(index, model) is distance
+        if serves_column(index, field_name) and index_distance(index, model) is distance
     }
     if IndexMethod.HNSW in methods:
         return IndexMethod.HNSW

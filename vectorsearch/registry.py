@@ -147,10 +147,10 @@ class Registration:
         """The distance searches use: the one the vector field's index serves, else ``distance``."""
         if self.vector_field is None:
             return self.distance
-        from .indexes import index_distance, index_field_names, vector_indexes
+        from .indexes import index_distance, serves_column, vector_indexes
 
         for index in vector_indexes(self.model):
-            if self.vector_field in index_field_names(index, self.model):
+            if serves_column(index, self.vector_field):
                 found = index_distance(index, self.model)
                 if found is not None:
                     return found
