@@ -467,7 +467,8 @@ class VectorQuerySet(models.QuerySet[_M]):
             raise InvalidQuery(
                 f"{self.model._meta.label} has a field named {' and '.join(sorted(taken))}, "
                 "which similar_to()'s annotations of the same name would shadow; rank with "
-                f"vectorsearch.search() or annotate {chosen.function.__name__}(...) yourself."
+                f".annotate(d={chosen.function.__name__}({model_field.name!r}, vector))"
+                ".order_by('d') instead."
             )
         exclude_pk = None
         if isinstance(query, models.Model):
