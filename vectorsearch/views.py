@@ -238,13 +238,19 @@ class VectorSearchView(View):
         return registration.get_text(obj)
 
     def make_result(self, obj: Any, registration: Registration, query: str) -> SearchResult:
+        title = self.get_title(obj)
+        text = self.get_text(obj, registration)
+        # The embedded text often starts with the title (fields=["title", "body"]); the
+        # snippet sits under the title, so it would say it twice.
+        if title and text.startswith(title):
+            text = text[len(title) :].lstrip()
         return SearchResult(
             model=registration.model._meta.label_lower,
             pk=obj.pk,
-            title=self.get_title(obj),
+            title=title,
             url=self.get_url(obj),
             score=_finite(getattr(obj, "score", None)),
-            snippet=highlight(self.get_text(obj, registration), query, length=self.snippet_length),
+            snippet=highlight(text, query, length=self.snippet_length),
             object=obj,
         )
 
