@@ -47,6 +47,15 @@ class HighlightTests(SimpleTestCase):
         assert "<mark>needle</mark>" in html
         assert len(re.sub("<[^>]+>", "", html)) <= 80 + 4
 
+    def test_short_words_match_whole_and_long_ones_with_an_ending(self):
+        html = highlight(
+            "Read bytes by line; read lines of files in fileinput", "read by line file"
+        )
+        assert html == (
+            "<mark>Read</mark> bytes <mark>by</mark> <mark>line</mark>; <mark>read</mark> "
+            "<mark>lines</mark> of <mark>files</mark> in fileinput"
+        )
+
     def test_a_query_without_words_marks_nothing(self):
         assert highlight("a + b", "+ ?") == "a + b"
 
@@ -71,6 +80,17 @@ def test_results_show_title_score_and_highlighted_snippet(client, notes):
     assert "<mark>reset</mark>" in html and "<mark>password</mark>" in html
     assert re.search(r"score </span>0\.\d{3}</p>", html)
     assert response.context["results"][0].score > response.context["results"][-1].score
+
+
+def test_snippets_do_not_repeat_the_title(client, notes, monkeypatch):
+    response = client.get(PAGE, {"q": "shipping", "model": "embedapp.note"})
+    result = next(r for r in response.context["results"] if r.title.startswith("Shipping"))
+    assert result.snippet == "About: <mark>Shipping</mark> times to Europe."
+    # A title longer than the first paragraph of the text (a "part 2" suffix) counts too.
+    monkeypatch.setattr(Note, "__str__", lambda n: f"{n.title} (part 2)")
+    response = client.get(PAGE, {"q": "shipping", "model": "embedapp.note"})
+    result = next(r for r in response.context["results"] if r.title.startswith("Shipping"))
+    assert result.snippet == "About: <mark>Shipping</mark> times to Europe."
 
 
 def test_html_in_document_text_is_escaped_in_titles_and_snippets(client, notes):

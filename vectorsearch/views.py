@@ -123,15 +123,17 @@ def highlight(text: str, query: str, *, length: int = 240) -> SafeString:
     The text is escaped before anything is marked: the matches are found in the plain text and
     each piece, matched or not, goes through :func:`~django.utils.html.escape`; only the
     ``<mark>`` tags added around matches are trusted. (Marking words inside already-escaped text
-    could put a tag in the middle of an entity: a query for "amp" in ``&amp;``.) Words match by
-    prefix and case-insensitively, as a search for "password" should mark "Passwords".
+    could put a tag in the middle of an entity: a query for "amp" in ``&amp;``.) Words match
+    case-insensitively, those of four letters or more with up to three more letters, as a
+    search for "password" should mark "Passwords".
     """
     text = " ".join(text.split())
     words = sorted({w.lower() for w in _WORD.findall(query)}, key=len, reverse=True)[:32]
+    # Words of 4+ letters also match with a short ending (password: passwords, file: filed);
+    # shorter ones only whole, or "by" would mark "bytes".
+    alternatives = [re.escape(w) + (r"\w{0,3}" if len(w) >= 4 else "") for w in words]
     pattern = (
-        re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\w*", re.IGNORECASE)
-        if words
-        else None
+        re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE) if words else None
     )
     start = 0
     first = pattern.search(text) if pattern else None
@@ -242,8 +244,11 @@ class VectorSearchView(View):
         text = self.get_text(obj, registration)
         # The embedded text often starts with the title (fields=["title", "body"]); the
         # snippet sits under the title, so it would say it twice.
+        first, _, rest = text.partition("\n\n")
         if title and text.startswith(title):
             text = text[len(title) :].lstrip()
+        elif first.strip() and rest and title.startswith(first.strip()):
+            text = rest
         return SearchResult(
             model=registration.model._meta.label_lower,
             pk=obj.pk,
