@@ -46,6 +46,7 @@ from .registry import Registration, registry
 from .search import search
 
 __all__ = [
+    "CheckedSearch",
     "Facet",
     "FacetValue",
     "SearchError",
@@ -107,8 +108,8 @@ class Facet:
 
 
 @dataclass
-class _Request:
-    """A checked request: what to search, where, which page."""
+class CheckedSearch:
+    """A request that passed :meth:`VectorSearchView.check`: what to search, where, which page."""
 
     query: str
     registrations: list[Registration]
@@ -229,9 +230,11 @@ class VectorSearchView(View):
     # -- what is shown -------------------------------------------------------------------------
 
     def get_title(self, obj: Any) -> str:
+        """A result's title: ``str(obj)``."""
         return str(obj)
 
     def get_url(self, obj: Any) -> str | None:
+        """A result's link: ``obj.get_absolute_url()`` when the model has it, else None."""
         get_absolute_url = getattr(obj, "get_absolute_url", None)
         return str(get_absolute_url()) if callable(get_absolute_url) else None
 
@@ -240,6 +243,7 @@ class VectorSearchView(View):
         return registration.get_text(obj)
 
     def make_result(self, obj: Any, registration: Registration, query: str) -> SearchResult:
+        """What the page and the API show of ``obj``, found for ``query``."""
         title = self.get_title(obj)
         text = self.get_text(obj, registration)
         # The embedded text often starts with the title (fields=["title", "body"]); the
@@ -262,6 +266,7 @@ class VectorSearchView(View):
     # -- the request ---------------------------------------------------------------------------
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Check the request, search, answer; a refused search is answered by render_error()."""
         registrations = self.get_registrations()
         choices = [
             (r.model._meta.label_lower, str(r.model._meta.verbose_name_plural))
@@ -288,7 +293,7 @@ class VectorSearchView(View):
 
     def check(
         self, params: QueryDict, form: SearchForm, registrations: list[Registration]
-    ) -> _Request | None:
+    ) -> CheckedSearch | None:
         """The request, checked; None when there is no ``q`` at all (the empty page)."""
         for key, values in params.lists():
             for text in (key, *values):
@@ -336,19 +341,19 @@ class VectorSearchView(View):
         for registration in registrations:
             for name, values in filters.items():
                 _check_values(registration.model, name, values)
-        return _Request(data["q"], registrations, filters, page, per_page)
+        return CheckedSearch(data["q"], registrations, filters, page, per_page)
 
     def empty_page_allowed(self) -> bool:
         """Whether a request without ``q`` shows the form (the page) or is an error (the API)."""
         return True
 
     def run(
-        self, request: _Request, params: QueryDict
+        self, checked: CheckedSearch, params: QueryDict
     ) -> tuple[list[SearchResult], bool, list[Facet]]:
         """Search, under the statement timeout; a database problem becomes a 503 SearchError."""
         conf = get_settings()
-        offset = (request.page - 1) * request.per_page
-        k = offset + request.per_page + 1  # one more tells whether there is a next page
+        offset = (checked.page - 1) * checked.per_page
+        k = offset + checked.per_page + 1  # one more tells whether there is a next page
         try:
             with transaction.atomic():
                 connection = transaction.get_connection()
@@ -361,25 +366,25 @@ class VectorSearchView(View):
                     )
                     previous = cursor.fetchone()[0]
                 hits: list[tuple[float, SearchResult]] = []
-                for registration in request.registrations:
-                    queryset = self._filtered(registration, request.filters)
+                for registration in checked.registrations:
+                    queryset = self._filtered(registration, checked.filters)
                     found = search(
                         queryset,
-                        request.query,
+                        checked.query,
                         k=k,
                         vector_field=registration.vector_field,
                         embedder=registration.embedder_alias,
                     )
                     for obj in found:
-                        hit = self.make_result(obj, registration, request.query)
+                        hit = self.make_result(obj, registration, checked.query)
                         distance = _finite(getattr(obj, "distance", None))
                         hits.append((math.inf if distance is None else distance, hit))
                 # Nearest first across models: their distances are on the same scale when
                 # their registrations share a distance (the default, cosine).
                 hits.sort(key=lambda pair: pair[0])
-                results = [hit for _, hit in hits[offset : offset + request.per_page]]
-                has_next = len(hits) > offset + request.per_page
-                facets = self.get_facets(request, params) if self.facets else []
+                results = [hit for _, hit in hits[offset : offset + checked.per_page]]
+                has_next = len(hits) > offset + checked.per_page
+                facets = self.get_facets(checked, params) if self.facets else []
                 # Inside a caller's transaction (ATOMIC_REQUESTS) this block is a savepoint,
                 # whose release would not end the setting; put the caller's back.
                 with connection.cursor() as cursor:
@@ -410,22 +415,22 @@ class VectorSearchView(View):
                 queryset = queryset.filter(**{f"{name}__in": values})
         return queryset
 
-    def get_facets(self, request: _Request, params: QueryDict) -> list[Facet]:
+    def get_facets(self, checked: CheckedSearch, params: QueryDict) -> list[Facet]:
         """Counts of each filter's values among the ``SEARCH_FACET_DEPTH`` nearest results.
 
         Only when one model is searched (filters belong to a model). A filter's counts ignore
         that filter itself, so choosing one value still shows the others to switch to.
         """
-        if len(request.registrations) != 1:
+        if len(checked.registrations) != 1:
             return []
-        registration = request.registrations[0]
+        registration = checked.registrations[0]
         depth = min(get_settings()["SEARCH_FACET_DEPTH"], get_settings()["MAX_K"])
         facets = []
         for name in self.get_filters(registration):
-            queryset = self._filtered(registration, request.filters, without=name)
+            queryset = self._filtered(registration, checked.filters, without=name)
             nearest = search(
                 queryset,
-                request.query,
+                checked.query,
                 k=depth,
                 vector_field=registration.vector_field,
                 embedder=registration.embedder_alias,
@@ -433,7 +438,7 @@ class VectorSearchView(View):
             counts = Counter(
                 str(v) for v in nearest.values_list(name, flat=True) if v not in (None, "")
             )
-            selected = set(request.filters.get(name, []))
+            selected = set(checked.filters.get(name, []))
             shown = [v for v, _ in counts.most_common(FACET_VALUES)]
             shown += sorted(selected - set(shown))
             values = [
@@ -453,14 +458,17 @@ class VectorSearchView(View):
     # -- responses -----------------------------------------------------------------------------
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        """The template context: ``view`` and what the caller passes."""
         return {"view": self, **kwargs}
 
     def render_empty(self, form: SearchForm) -> HttpResponse:
+        """The page before a search: the form alone."""
         return TemplateResponse(
             self.request, self.template_name, self.get_context_data(form=form, searched=False)
         )
 
     def render_error(self, message: str, status: int, *, form: SearchForm) -> HttpResponse:
+        """A refused search: the form and ``message``, with ``status`` (400 or 503)."""
         return TemplateResponse(
             self.request,
             self.template_name,
@@ -470,27 +478,28 @@ class VectorSearchView(View):
 
     def render_results(
         self,
-        request: _Request,
+        checked: CheckedSearch,
         form: SearchForm,
         results: list[SearchResult],
         has_next: bool,
         facets: list[Facet],
     ) -> HttpResponse:
+        """The results page."""
         params = self.request.GET
         context = self.get_context_data(
             form=form,
             searched=True,
-            query=request.query,
+            query=checked.query,
             results=results,
             facets=facets,
-            page=request.page,
-            per_page=request.per_page,
+            page=checked.page,
+            per_page=checked.per_page,
             has_next=has_next,
-            has_previous=request.page > 1,
-            next_url=_with_page(params, request.page + 1) if has_next else None,
-            previous_url=_with_page(params, request.page - 1) if request.page > 1 else None,
-            first_number=(request.page - 1) * request.per_page + 1,
-            last_number=(request.page - 1) * request.per_page + len(results),
+            has_previous=checked.page > 1,
+            next_url=_with_page(params, checked.page + 1) if has_next else None,
+            previous_url=_with_page(params, checked.page - 1) if checked.page > 1 else None,
+            first_number=(checked.page - 1) * checked.per_page + 1,
+            last_number=(checked.page - 1) * checked.per_page + len(results),
         )
         return TemplateResponse(self.request, self.template_name, context)
 
@@ -513,7 +522,7 @@ class VectorSearchAPIView(VectorSearchView):
 
     def render_results(
         self,
-        request: _Request,
+        checked: CheckedSearch,
         form: SearchForm,
         results: list[SearchResult],
         has_next: bool,
@@ -521,7 +530,7 @@ class VectorSearchAPIView(VectorSearchView):
     ) -> HttpResponse:
         return JsonResponse(
             {
-                "query": request.query,
+                "query": checked.query,
                 "results": [
                     {
                         "model": r.model,
@@ -533,8 +542,8 @@ class VectorSearchAPIView(VectorSearchView):
                     }
                     for r in results
                 ],
-                "page": request.page,
-                "per_page": request.per_page,
+                "page": checked.page,
+                "per_page": checked.per_page,
                 "has_next": has_next,
             },
             # A NaN that slipped through would be invalid JSON; fail loudly rather than emit it.
