@@ -246,3 +246,14 @@ def test_a_database_error_is_a_503_without_the_databases_text(notes):
     assert "Search is unavailable right now" in html
     assert "division" not in html.lower()
     assert Note.objects.count() == len(NOTES)  # the connection is usable afterwards
+
+
+class NothingRegistered(VectorSearchView):
+    models = []
+
+
+def test_a_view_over_no_registered_model_says_so(db):
+    response = NothingRegistered.as_view()(RequestFactory().get(PAGE, {"q": "x"}))
+    response.render()
+    assert response.status_code == 503
+    assert "There is nothing to search here yet." in text_of(response)

@@ -318,6 +318,8 @@ class VectorSearchView(View):
             if errors:
                 raise SearchError(_first_error(errors))
             return None
+        if not registrations:
+            raise SearchError(_("There is nothing to search here yet."), 503)
         if not form.is_valid():
             raise SearchError(_first_error(form.errors))
         data = form.cleaned_data
