@@ -50,6 +50,19 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 256,
     # The ceiling, in MB, of the maintenance_work_mem vectorsearch_index sizes to the data.
     "INDEX_MAX_MAINTENANCE_WORK_MEM_MB": 2048,
+    # The search page and JSON API (vectorsearch.views): results per page when the request does
+    # not say, and the most it may ask for with per_page=.
+    "SEARCH_PER_PAGE": 10,
+    "SEARCH_MAX_PER_PAGE": 100,
+    # How deep a visitor may page: page * per_page may not pass this (nor MAX_K).
+    "SEARCH_MAX_RESULTS": 1000,
+    # The longest search text, in characters; a longer one is a 400, not minutes of embedding.
+    "SEARCH_MAX_QUERY_LENGTH": 500,
+    # statement_timeout (ms) of each public search's queries, set transaction-locally: a search
+    # that takes longer is cancelled by PostgreSQL and answered with a 503 and a message.
+    "SEARCH_STATEMENT_TIMEOUT_MS": 3000,
+    # Facet counts on the search page count the values among this many nearest results.
+    "SEARCH_FACET_DEPTH": 100,
 }
 
 
@@ -70,7 +83,16 @@ def get_settings() -> dict[str, Any]:
         raise ImproperlyConfiguredVectorSearch(
             f"VECTORSEARCH['SYNC'] must be 'immediate', 'task' or 'manual', not {merged['SYNC']!r}."
         )
-    for key in ("BATCH_SIZE", "INDEX_MAX_MAINTENANCE_WORK_MEM_MB"):
+    for key in (
+        "BATCH_SIZE",
+        "INDEX_MAX_MAINTENANCE_WORK_MEM_MB",
+        "SEARCH_PER_PAGE",
+        "SEARCH_MAX_PER_PAGE",
+        "SEARCH_MAX_RESULTS",
+        "SEARCH_MAX_QUERY_LENGTH",
+        "SEARCH_STATEMENT_TIMEOUT_MS",
+        "SEARCH_FACET_DEPTH",
+    ):
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ImproperlyConfiguredVectorSearch(

@@ -152,9 +152,16 @@ def _search_generic(
         .annotate(_vs_id=Cast("pk", output_field=models.TextField()))
         .values("_vs_id")
     )
+    query = queryset.query
+    if query.where or query.is_sliced or query.distinct or query.combinator:
+        ranked_here = ranked.filter(object_id__in=allowed)
+    else:
+        # Every object is allowed: a semi-join with the whole table would only make PostgreSQL
+        # rank every vector exactly (a hash join and a sort, 30x slower at 20k rows) instead of
+        # walking the HNSW index. The outer pk__in still drops an orphan vector's row.
+        ranked_here = ranked
     nearest = (
-        ranked.filter(object_id__in=allowed)
-        .order_by("_vs_distance")
+        ranked_here.order_by("_vs_distance")
         .annotate(_vs_pk=Cast("object_id", output_field=model._meta.pk))
         .values("_vs_pk")[:k]
     )

@@ -1,10 +1,11 @@
 from django.contrib import admin
 
-from .models import Article
+from .models import Passage
 
 
-@admin.register(Article)
-class ArticleAdmin(admin.ModelAdmin):
-    list_display = ["title", "topic", "embedding"]
-    list_filter = ["topic"]
-    search_fields = ["title"]
+@admin.register(Passage)
+class PassageAdmin(admin.ModelAdmin):
+    list_display = ["title", "section", "module", "kind"]
+    list_filter = ["kind"]
+    search_fields = ["title", "module"]
+    show_full_result_count = False  # counting 20,000 rows on every page is wasted work
