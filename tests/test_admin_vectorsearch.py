@@ -369,6 +369,22 @@ def test_embedding_admin_shows_orphans(admin_client, notes):
     assert "orphan: the object is gone" in html
 
 
+def test_misconfigured_embedder_never_gives_a_500(admin_client, articles):
+    broken = {"default": {"BACKEND": "no.such.Embedder"}, "small": UNREACHABLE_EMBEDDER["small"]}
+    with override_settings(VECTORSEARCH_EMBEDDERS=broken):
+        change = admin_client.get(f"/admin/embedapp/article/{articles[0].pk}/change/")
+        search = admin_client.get("/admin/embedapp/article/", {"q": "cats", "semantic": "1"})
+        action = _action(
+            admin_client, "/admin/embedapp/article/", "vectorsearch_reembed", [articles[0].pk]
+        )
+    assert change.status_code == 200
+    assert "Could not import embedder backend" in change.content.decode()
+    assert "<dt>Dimensions</dt><dd>256</dd>" in change.content.decode()  # what is stored
+    assert "Similar items could not be found" in _similar_section(change.content.decode())
+    assert search.status_code == 200 and "Search by meaning failed:" in search.content.decode()
+    assert action.status_code == 200 and "Could not import embedder" in action.content.decode()
+
+
 # -- configuration -------------------------------------------------------------------------------
 
 
@@ -379,6 +395,25 @@ def test_mixin_on_an_unregistered_model_is_a_system_check_error():
     errors = DocumentAdmin(Document, admin.site).check()
     assert [e.id for e in errors] == ["vectorsearch.E040"]
     assert "testapp.Document is not registered with vectorsearch" in errors[0].msg
+
+
+def test_options_editable_vector_and_no_similar_panel(admin_client, rf, articles):
+    class EditableArticleAdmin(type(admin.site._registry[Article])):
+        vectorsearch_readonly_vector = False
+        vectorsearch_similar_k = 0
+        vectorsearch_reembed_action = False
+
+    model_admin = EditableArticleAdmin(Article, admin.site)
+    request = rf.get("/")
+    request.user = User.objects.create_superuser("root", password="password")
+    assert "embedding" in model_admin.get_form(request, articles[0]).base_fields
+    assert "vectorsearch_vector" in model_admin.get_readonly_fields(request, articles[0])
+    assert "vectorsearch_reembed" not in model_admin.get_actions(request)
+    response = model_admin.change_view(request, str(articles[0].pk))
+    assert "vectorsearch_similar" not in response.context_data
+    default = admin.site._registry[Article]
+    assert "embedding" not in default.get_form(request, articles[0]).base_fields
+    assert "vectorsearch_reembed" in default.get_actions(request)
 
 
 def test_registered_admins_pass_the_checks():

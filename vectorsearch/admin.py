@@ -324,11 +324,14 @@ class VectorSearchAdminMixin(_Base):
         if obj is None or obj.pk is None:
             return render_vector(None, note=gettext("The vector is computed when saved."))
         using = obj._state.db or "default"
+        vector = stored_vector(registration, obj, using)
+        try:
+            state = str(STATE_LABELS[embedding_state(registration, obj, using)])
+            identity = registration.embedder.identity
+        except InvalidEmbedderError as e:  # the page still shows what is stored
+            return render_vector(vector, preview=self.vectorsearch_preview_values, note=str(e))
         return render_vector(
-            stored_vector(registration, obj, using),
-            preview=self.vectorsearch_preview_values,
-            state=str(STATE_LABELS[embedding_state(registration, obj, using)]),
-            identity=registration.embedder.identity,
+            vector, preview=self.vectorsearch_preview_values, state=state, identity=identity
         )
 
     @admin.display(description=_("vector"))
