@@ -158,6 +158,14 @@ def test_semantic_search_ranks_by_similarity(admin_client, articles):
     assert 'id="vectorsearch-semantic" checked' in html
 
 
+def test_a_column_header_sorts_the_ranked_results(admin_client, articles):
+    html = admin_client.get(
+        "/admin/embedapp/article/", {"q": "cat purring", "semantic": "1", "o": "1"}
+    ).content.decode()
+    titles = _result_titles(html)
+    assert titles == sorted(titles) and len(titles) == 4  # by title, not by similarity
+
+
 def test_ordinary_search_is_unchanged_when_the_toggle_is_off(admin_client, articles):
     html = admin_client.get("/admin/embedapp/article/", {"q": "cat purring"}).content.decode()
     assert _result_titles(html) == []  # no title contains "cat purring"
@@ -176,6 +184,16 @@ def test_semantic_search_keeps_the_changelist_filters(admin_client, notes):
     assert sorted(titles[:2]) == ["Cats purr", "Private cats purr"] and titles[2:] == ["Tax law"]
     # The filter links keep the toggle and the text.
     assert "semantic=1" in html and "q=cats+purr" in html
+
+
+def test_semantic_search_with_facet_counts(admin_client, notes):
+    # Facet counts rerun the search once per filter.
+    html = admin_client.get(
+        "/admin/embedapp/note/", {"q": "cats purr", "semantic": "1", "_facets": "1"}
+    ).content.decode()
+    assert _result_titles(html)[0] in ("Cats purr", "Cats purr too", "Private cats purr")
+    assert re.search(r"pets\s*\(1\)", html)
+    assert re.search(r"general\s*\(3\)", html)
 
 
 def test_semantic_search_respects_get_queryset(client, notes):

@@ -191,21 +191,12 @@ class SimilarItem:
 
 
 class VectorSearchChangeList(ChangeList):
-    """A ChangeList that knows ``?semantic=1``: not a field lookup, and results ranked by it."""
+    """A ChangeList that knows ``?semantic=1`` is not a field lookup (else: a redirect to ?e=1)."""
 
     def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         lookup_params: dict[str, Any] = super().get_filters_params(params)
         lookup_params.pop(SEMANTIC_VAR, None)
         return lookup_params
-
-    def get_ordering(self, request: HttpRequest, queryset: models.QuerySet[Any]) -> list[Any]:
-        # Ranked results keep their similarity order unless the user sorts by a column. A list
-        # filter that may duplicate rows makes the ChangeList rebuild the queryset without our
-        # annotations; the top k are then shown in the admin's usual order.
-        if not self.params.get(ORDER_VAR) and "distance" in queryset.query.annotations:
-            return ["distance", "-pk"]
-        ordering: list[Any] = super().get_ordering(request, queryset)
-        return ordering
 
 
 # -- the mixin -------------------------------------------------------------------------------------
@@ -410,6 +401,13 @@ class VectorSearchAdminMixin(_Base):
         except InvalidQuery as e:
             self._message_once(request, gettext("Search by meaning failed: %s") % e, "invalid")
             return queryset.none(), False
+        if request.GET.get(ORDER_VAR):
+            # The user sorted by a column: the ChangeList ordered the queryset before the
+            # search, whose similarity order replaced it. Sort the k results their way.
+            ranked = ranked.order_by(*queryset.query.order_by)
+        else:
+            # Equal distances (duplicate texts) in a stable order, so pages never overlap.
+            ranked = ranked.order_by("distance", "pk")
         return ranked, False
 
     def _query_vector(self, request: HttpRequest, text: str) -> Any:
