@@ -130,6 +130,25 @@ def test_list_display_summary(admin_client, articles):
     assert page.count('<span class="vectorsearch-vector-compact">256 dims · ‖v‖ 1.000') == 4
 
 
+def test_list_summary_of_a_generic_registration_reads_vectors_in_one_query(admin_client, notes):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def embedding_queries():
+        with CaptureQueriesContext(connection) as captured:
+            html = admin_client.get("/admin/embedapp/note/").content.decode()
+        reads = [q for q in captured if 'FROM "vectorsearch_embedding"' in q["sql"]]
+        return html, len(reads)
+
+    html, before = embedding_queries()
+    assert html.count("256 dims · ‖v‖ 1.000") == 5
+    for i in range(5):
+        Note.objects.create(title=f"more {i}", body="more")
+    html, after = embedding_queries()
+    assert html.count("256 dims · ‖v‖ 1.000") == 10
+    assert before == after == 1
+
+
 def test_render_vector_handles_missing_nan_and_long_vectors():
     assert "No vector yet." in render_vector(None)
     html = render_vector([1.0, float("nan"), 2.0])
@@ -379,6 +398,18 @@ def test_embedding_admin_detail_shows_state_and_vector(admin_client, notes):
     assert 'name="vector"' not in html
     response = admin_client.post(f"/admin/vectorsearch/embedding/{row.pk}/change/", {})
     assert response.status_code == 403
+
+
+def test_embedding_admin_list_reads_objects_per_model_not_per_row(admin_client, notes, articles):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        html = admin_client.get("/admin/vectorsearch/embedding/").content.decode()
+    assert html.count('<td class="field-state">current</td>') == 9
+    note_reads = [q for q in captured if 'FROM "embedapp_note"' in q["sql"]]
+    article_reads = [q for q in captured if 'FROM "embedapp_article"' in q["sql"]]
+    assert len(note_reads) == len(article_reads) == 1
 
 
 def test_embedding_admin_shows_orphans(admin_client, notes):

@@ -27,6 +27,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ORDER_VAR, SEARCH_VAR, ChangeList
 from django.core import checks
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.http import HttpRequest
 from django.template.loader import render_to_string
@@ -143,6 +144,8 @@ def render_vector(
 
 def stored_vector(registration: Registration, obj: models.Model, using: str) -> Any:
     """``obj``'s stored vector for ``registration``: its column's value, or its Embedding row's."""
+    if hasattr(obj, "_vectorsearch_vector"):  # loaded for a whole changelist page at once
+        return obj._vectorsearch_vector
     if registration.vector_field is not None:
         attname = registration.model_field().attname
         if attname in obj.get_deferred_fields():
@@ -372,6 +375,31 @@ class VectorSearchAdminMixin(_Base):
         ):
             list_display.append("vectorsearch_score")
         return list_display
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        changelist = super().get_changelist_instance(request)
+        registration = self._registration_or_none()
+        if (
+            registration is not None
+            and registration.is_generic
+            and "vectorsearch_vector_summary" in changelist.list_display
+        ):
+            # One query for the page's vectors rather than one per row. list() fills the
+            # page's result cache, which the template then iterates.
+            objects = list(changelist.result_list)
+            using = changelist.queryset.db
+            vectors = dict(
+                Embedding.objects.using(using)
+                .filter(
+                    content_type_id=registration.content_type_id(using),
+                    key=registration.key,
+                    object_id__in=[str(obj.pk) for obj in objects],
+                )
+                .values_list("object_id", "vector")
+            )
+            for obj in objects:
+                obj._vectorsearch_vector = vectors.get(str(obj.pk))
+        return changelist
 
     def get_search_results(
         self, request: HttpRequest, queryset: models.QuerySet[Any], search_term: str
@@ -692,6 +720,32 @@ class EmbeddingAdmin(_EmbeddingAdminBase):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        changelist = super().get_changelist_instance(request)
+        if "state" in changelist.list_display:
+            # The state needs each row's object: one query per model on the page, not per row.
+            rows = list(changelist.result_list)
+            wanted: dict[Registration, list[str]] = {}
+            for row in rows:
+                registration = self._registration(row)
+                if registration is not None:
+                    wanted.setdefault(registration, []).append(row.object_id)
+            found: dict[tuple[int, str], Any] = {}
+            for registration, object_ids in wanted.items():
+                model = registration.model
+                pk_field = model._meta.pk
+                try:
+                    pks = [pk_field.to_python(oid) for oid in object_ids]
+                except ValidationError:  # an id that cannot be this model's pk: an orphan
+                    continue
+                ct_id = registration.content_type_id(changelist.queryset.db)
+                for obj in model._base_manager.using(changelist.queryset.db).filter(pk__in=pks):
+                    found[(ct_id, str(obj.pk))] = obj
+            for row in rows:
+                if self._registration(row) is not None:
+                    row._vectorsearch_object = found.get((row.content_type_id, row.object_id))
+        return changelist
+
     def _registration(self, row: Embedding) -> Registration | None:
         model = row.content_type.model_class()
         if model is None:
@@ -723,7 +777,10 @@ class EmbeddingAdmin(_EmbeddingAdminBase):
             return str(STATE_LABELS["unregistered"])
         from .sync import State, classify, items_of
 
-        obj = registration.model._base_manager.filter(pk=row.object_id).first()
+        if hasattr(row, "_vectorsearch_object"):  # loaded for the whole page
+            obj = row._vectorsearch_object
+        else:
+            obj = registration.model._base_manager.filter(pk=row.object_id).first()
         if obj is None:
             return str(STATE_LABELS["orphan"])
         has_vector = (

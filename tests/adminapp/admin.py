@@ -21,7 +21,7 @@ class ArticleAdmin(VectorSearchAdminMixin, admin.ModelAdmin):
 
 @admin.register(Note)
 class NoteAdmin(VectorSearchAdminMixin, admin.ModelAdmin):
-    list_display = ["title", "category"]
+    list_display = ["title", "category", "vectorsearch_vector_summary"]
     list_filter = ["category"]
     search_fields = ["title", "body"]
 
