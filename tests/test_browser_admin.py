@@ -19,6 +19,13 @@ def _login(browser, live_server, admin_user):
     assert "Site administration" in browser.title
 
 
+def _wait_for_new_page(browser, old_element):
+    """Until the page that held ``old_element`` is replaced and the new one is loaded."""
+    wait = WebDriverWait(browser, 10)
+    wait.until(expected_conditions.staleness_of(old_element))
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def test_search_by_meaning_and_similar_items(browser, live_server, admin_user, screenshot):
     for title, body in [
         ("Cats purr softly", "A cat purrs when it is content."),
@@ -31,6 +38,7 @@ def test_search_by_meaning_and_similar_items(browser, live_server, admin_user, s
     _login(browser, live_server, admin_user)
     browser.get(f"{live_server.url}/admin/embedapp/article/")
 
+    old_list = browser.find_element(By.ID, "result_list")
     search = browser.find_element(By.ID, "searchbar")
     search.send_keys("cat purring")
     # Keyboard only: Tab to the toggle (its label names it), Space ticks it, Enter submits.
@@ -42,8 +50,8 @@ def test_search_by_meaning_and_similar_items(browser, live_server, admin_user, s
     toggle.send_keys(Keys.SPACE)
     assert toggle.is_selected()
     toggle.send_keys(Keys.ENTER)
-    # The old page has result rows too: wait for the new one.
-    WebDriverWait(browser, 10).until(expected_conditions.url_contains("semantic=1"))
+    _wait_for_new_page(browser, old_list)  # the old page has result rows too
+    assert "semantic=1" in browser.current_url
 
     rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
     screenshot("ranked")
@@ -58,7 +66,7 @@ def test_search_by_meaning_and_similar_items(browser, live_server, admin_user, s
 
     first = rows[0].find_element(By.CSS_SELECTOR, "th a")
     first.click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(first))
+    _wait_for_new_page(browser, first)
     panel = browser.find_element(By.ID, "vectorsearch-similar")
     screenshot("similar-items")
     assert panel.find_element(By.TAG_NAME, "h2").text == "Similar items"
@@ -69,5 +77,5 @@ def test_search_by_meaning_and_similar_items(browser, live_server, admin_user, s
     assert "256" in vector.text and vector.find_element(By.CSS_SELECTOR, "svg polyline")
 
     links[0].click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(panel))
+    _wait_for_new_page(browser, panel)
     assert browser.find_element(By.CSS_SELECTOR, "#content h2").text == "Kittens and cats"
