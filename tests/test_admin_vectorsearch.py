@@ -121,7 +121,7 @@ def test_saving_the_form_keeps_the_vector_and_reembeds_the_new_text(admin_client
 
 def test_add_form_says_the_vector_comes_on_save(admin_client):
     page = admin_client.get("/admin/embedapp/article/add/").content.decode()
-    assert "The vector is computed when saved." in page
+    assert "No vector yet: it is made from the text once saved." in page
     assert 'name="embedding"' not in page
 
 

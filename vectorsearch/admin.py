@@ -316,7 +316,9 @@ class VectorSearchAdminMixin(_Base):
         if registration is None:
             return render_vector(None, note=gettext("This model is not registered."))
         if obj is None or obj.pk is None:
-            return render_vector(None, note=gettext("The vector is computed when saved."))
+            return render_vector(
+                None, note=gettext("No vector yet: it is made from the text once saved.")
+            )
         using = obj._state.db or "default"
         vector = stored_vector(registration, obj, using)
         try:
