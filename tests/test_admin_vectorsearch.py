@@ -308,6 +308,16 @@ def test_no_permission_on_the_model_is_forbidden(client, articles):
     assert client.get("/admin/embedapp/article/", {"q": "x", "semantic": "1"}).status_code == 403
 
 
+def test_similar_items_with_text_primary_keys(admin_client):
+    Tag.objects.create(slug="cats", label="cats and kittens")
+    Tag.objects.create(slug="kittens", label="kittens and cats")
+    Tag.objects.create(slug="bonds", label="bond yields")
+    html = admin_client.get("/admin/embedapp/tag/cats/change/").content.decode()
+    links = re.findall(r'<a href="/admin/embedapp/tag/([^/]+)/change/">', _similar_section(html))
+    assert links == ["kittens", "bonds"]
+    assert "<dt>Dimensions</dt><dd>32</dd>" in html  # the "small" embedder
+
+
 def test_similar_items_without_a_vector_says_so(admin_client, notes):
     Embedding.objects.filter(object_id=str(notes["public"].pk)).delete()
     html = admin_client.get(f"/admin/embedapp/note/{notes['public'].pk}/change/").content.decode()
@@ -386,6 +396,8 @@ def test_embedding_admin_lists_rows_read_only(admin_client, notes, articles):
     assert f'<a href="/admin/embedapp/note/{notes["far"].pk}/change/">' in html
     assert "in the model&#x27;s column" in html  # Article's bookkeeping rows: no vector here
     assert admin_client.get("/admin/vectorsearch/embedding/add/").status_code == 403
+    # The mixin's templates are not taken for the vectorsearch app's own admin pages.
+    assert 'name="semantic"' not in html and "by meaning" not in html.lower()
     assert "delete_selected" not in html
 
 

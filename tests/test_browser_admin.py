@@ -79,3 +79,8 @@ def test_search_by_meaning_and_similar_items(browser, live_server, admin_user, s
     links[0].click()
     _wait_for_new_page(browser, panel)
     assert browser.find_element(By.CSS_SELECTOR, "#content h2").text == "Kittens and cats"
+
+    browser.get(f"{live_server.url}/admin/vectorsearch/embedding/")
+    screenshot("embedding-table")
+    states = browser.find_elements(By.CSS_SELECTOR, "td.field-state")
+    assert [state.text for state in states] == ["current"] * 5

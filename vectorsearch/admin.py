@@ -233,8 +233,8 @@ class VectorSearchAdminMixin(_Base):
     #: Values shown before the sparkline.
     vectorsearch_preview_values: int = 5
 
-    change_list_template = "admin/vectorsearch/change_list.html"
-    change_form_template = "admin/vectorsearch/change_form.html"
+    change_list_template = "admin/vectorsearch/mixin/change_list.html"
+    change_form_template = "admin/vectorsearch/mixin/change_form.html"
 
     # -- registration ------------------------------------------------------------------------
 
