@@ -20,6 +20,7 @@ INSTALLED_APPS = [
     "tests.testapp",
     "tests.queryapp",
     "tests.embedapp",
+    "tests.adminapp",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
