@@ -1,10 +1,14 @@
 from django.contrib import admin
 
+from vectorsearch.admin import VectorSearchAdminMixin
+
 from .models import Passage
 
 
 @admin.register(Passage)
-class PassageAdmin(admin.ModelAdmin):
+class PassageAdmin(VectorSearchAdminMixin, admin.ModelAdmin):
+    """Editors search the passages by meaning, see similar ones and re-embed after edits."""
+
     list_display = ["title", "section", "module", "kind"]
     list_filter = ["kind"]
     search_fields = ["title", "module"]
