@@ -64,3 +64,15 @@ def screenshot(browser: Any, request: pytest.FixtureRequest) -> Callable[[str], 
         return path
 
     return save
+
+
+def admin_login(browser: Any, live_server: Any, user: Any, password: str = "password") -> None:
+    """Log ``user`` into the admin through its login form (pytest-django's ``admin_user`` has
+    the password "password")."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{live_server.url}/admin/login/")
+    browser.find_element(By.NAME, "username").send_keys(user.username)
+    browser.find_element(By.NAME, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    assert "Site administration" in browser.title

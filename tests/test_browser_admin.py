@@ -6,17 +6,10 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser import admin_login
 from tests.embedapp.models import Article
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _login(browser, live_server, admin_user):
-    browser.get(f"{live_server.url}/admin/login/")
-    browser.find_element(By.NAME, "username").send_keys(admin_user.username)
-    browser.find_element(By.NAME, "password").send_keys("password")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert "Site administration" in browser.title
 
 
 def _wait_for_new_page(browser, old_element):
@@ -35,7 +28,7 @@ def test_search_by_meaning_and_similar_items(browser, live_server, admin_user, s
         ("Bond yields rise", "The market expects rates to rise."),
     ]:
         Article.objects.create(title=title, body=body)
-    _login(browser, live_server, admin_user)
+    admin_login(browser, live_server, admin_user)
     browser.get(f"{live_server.url}/admin/embedapp/article/")
 
     old_list = browser.find_element(By.ID, "result_list")

@@ -3,23 +3,16 @@
 import pytest
 from selenium.webdriver.common.by import By
 
+from tests.browser import admin_login
 from tests.testapp.models import Document
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _login(browser, live_server, admin_user):
-    browser.get(f"{live_server.url}/admin/login/")
-    browser.find_element(By.NAME, "username").send_keys(admin_user.username)
-    browser.find_element(By.NAME, "password").send_keys("password")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert "Site administration" in browser.title
-
-
 def test_admin_refuses_a_nan_vector_and_saves_a_good_one(
     browser, live_server, admin_user, screenshot
 ):
-    _login(browser, live_server, admin_user)
+    admin_login(browser, live_server, admin_user)
     browser.get(f"{live_server.url}/admin/testapp/document/add/")
     browser.find_element(By.NAME, "content").send_keys("cats")
     browser.find_element(By.NAME, "embedding").send_keys("[1, nan, 2]")
