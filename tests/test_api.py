@@ -219,3 +219,24 @@ def test_an_unfiltered_search_walks_the_hnsw_index(db):
         cursor.execute("ANALYZE embedapp_note")
     plan = vectorsearch.search(Note.objects.all(), "topic 12", k=10).explain()
     assert generic_index_name(registry.get(Note)) in plan
+
+
+@pytest.mark.parametrize("q", ["!!!", "-", "\u200b"])
+def test_a_query_with_nothing_to_search_by_is_a_400(client, notes, q):
+    response = client.get(API, {"q": q})
+    assert response.status_code == 400
+    assert json.loads(response.content)["error"] in (
+        "There is nothing in that text to search by: it has no words the embedder knows.",
+        "Enter something to search for.",
+    )
+
+
+def test_the_deepest_page_is_a_page_without_next(client, notes, settings):
+    for i in range(30):
+        Note.objects.create(title=f"password note {i}", category="account")  # embedded on save
+    settings.VECTORSEARCH = {"MAX_K": 20, "SEARCH_MAX_RESULTS": 20}
+    response = client.get(API, {"q": "password note", "per_page": 10, "page": 2})
+    assert response.status_code == 200
+    body = json.loads(response.content)
+    assert len(body["results"]) == 10
+    assert body["has_next"] is False

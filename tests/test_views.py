@@ -6,7 +6,7 @@ import re
 import pytest
 from django.test import RequestFactory, SimpleTestCase, override_settings
 
-from tests.embedapp.models import Note
+from tests.embedapp.models import Article, Note
 from vectorsearch.views import VectorSearchView, highlight
 
 PAGE = "/search/"
@@ -257,3 +257,41 @@ def test_a_view_over_no_registered_model_says_so(db):
     response.render()
     assert response.status_code == 503
     assert "There is nothing to search here yet." in text_of(response)
+
+
+class NotesAndArticles(VectorSearchView):
+    models = [Note, Article]
+    filters = ["category"]  # a field of Note only
+
+
+def test_a_view_filter_applies_to_the_models_that_have_the_field(notes):
+    Article.objects.create(title="Resetting a password", body="reset the password")
+    response = NotesAndArticles.as_view()(
+        RequestFactory().get(PAGE, {"q": "password", "category": "account"})
+    )
+    response.render()
+    assert response.status_code == 200
+    assert "Resetting a password" not in text_of(response)  # Articles can't match the filter
+    assert "password" in text_of(response)
+
+
+def test_statement_timeout_cancels_a_slow_query_and_puts_the_callers_setting_back(db):
+    from django.db import OperationalError, connection
+
+    from vectorsearch.views import is_timeout, statement_timeout
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = '7s'")
+    with (
+        pytest.raises(OperationalError) as info,
+        statement_timeout(50),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SELECT pg_sleep(2)")
+    assert is_timeout(info.value)
+    with statement_timeout(5000), connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "5s"
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "7s"

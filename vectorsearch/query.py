@@ -141,7 +141,12 @@ def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) 
     if isinstance(query, str) and vector_type_of(field) != "bit":
         from .registry import embed_query
 
-        query = embed_query(field.model, field.name, query)
+        text, query = query, embed_query(field.model, field.name, query)
+        if not np.any(np.asarray(query, dtype=np.float64)):
+            raise InvalidQuery(
+                f"There is nothing in {text[:80]!r} to search by: it has no words the embedder "
+                "knows."
+            )
     try:
         value = field.to_python(query)
     except ValidationError as e:

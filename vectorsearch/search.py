@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from django.db import models
 from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.functions import Cast
 from pgvector import HalfVector, Vector
 
 from .conf import get_settings
+from .distances import Distance
 from .exceptions import InvalidQuery
 from .query import query_settings
 from .registry import Registration, registry
@@ -129,6 +131,17 @@ def query_vector(registration: Registration, query: Any) -> Any:
             raise InvalidQuery(f"Invalid query vector: {' '.join(messages)}") from None
         if values is None:
             raise InvalidQuery("The query vector is empty.")
+    if not np.any(np.asarray(values, dtype=np.float64)):
+        # A zero vector has no direction: under cosine every row is at distance NaN, and the
+        # "results" would be the table in storage order.
+        if isinstance(query, str):
+            raise InvalidQuery(
+                "There is nothing in that text to search by: it has no words the embedder knows."
+            )
+        if registration.query_distance() is Distance.COSINE:
+            raise InvalidQuery(
+                "The query vector is all zeros, which has no direction to compare by."
+            )
     return HalfVector(values) if registration.vector_type() == "halfvec" else Vector(values)
 
 

@@ -24,12 +24,13 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from django import forms
-from django.core.exceptions import TooManyFieldsSent, ValidationError
+from django.core.exceptions import FieldDoesNotExist, TooManyFieldsSent, ValidationError
 from django.db import DatabaseError, OperationalError, transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
@@ -224,8 +225,14 @@ class VectorSearchView(View):
         return model._default_manager.all()
 
     def get_filters(self, registration: Registration) -> tuple[str, ...]:
-        """The filter names accepted for ``registration``'s model."""
-        return tuple(self.filters) if self.filters is not None else registration.filters
+        """The filter names accepted for ``registration``'s model: the view's ``filters`` that
+        are fields of that model (a view over several models may name each one's), else the
+        registration's ``filters=``."""
+        if self.filters is None:
+            return registration.filters
+        return tuple(
+            name for name in self.filters if _concrete_field(registration.model, name) is not None
+        )
 
     # -- what is shown -------------------------------------------------------------------------
 
@@ -355,18 +362,12 @@ class VectorSearchView(View):
         """Search, under the statement timeout; a database problem becomes a 503 SearchError."""
         conf = get_settings()
         offset = (checked.page - 1) * checked.per_page
-        k = offset + checked.per_page + 1  # one more tells whether there is a next page
+        # One more than the page tells whether there is a next page, within the deepest result a
+        # visitor may reach (check_depth allowed this page): past it there is no next page.
+        deepest = min(conf["SEARCH_MAX_RESULTS"], conf["MAX_K"])
+        k = min(offset + checked.per_page + 1, deepest)
         try:
-            with transaction.atomic():
-                connection = transaction.get_connection()
-                with connection.cursor() as cursor:
-                    # Transaction-local, so it never outlives this request on a pooled connection.
-                    cursor.execute(
-                        "SELECT current_setting('statement_timeout'), "
-                        "set_config('statement_timeout', %s, true)",
-                        [str(conf["SEARCH_STATEMENT_TIMEOUT_MS"])],
-                    )
-                    previous = cursor.fetchone()[0]
+            with statement_timeout(conf["SEARCH_STATEMENT_TIMEOUT_MS"]):
                 hits: list[tuple[float, SearchResult]] = []
                 for registration in checked.registrations:
                     queryset = self._filtered(registration, checked.filters)
@@ -385,12 +386,10 @@ class VectorSearchView(View):
                 # their registrations share a distance (the default, cosine).
                 hits.sort(key=lambda pair: pair[0])
                 results = [hit for _, hit in hits[offset : offset + checked.per_page]]
-                has_next = len(hits) > offset + checked.per_page
+                has_next = len(hits) > offset + checked.per_page and (
+                    offset + checked.per_page < deepest
+                )
                 facets = self.get_facets(checked, params) if self.facets else []
-                # Inside a caller's transaction (ATOMIC_REQUESTS) this block is a savepoint,
-                # whose release would not end the setting; put the caller's back.
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
         except InvalidQuery as e:
             raise SearchError(str(e)) from None
         except EmbeddingError:
@@ -584,6 +583,34 @@ def _check_values(model: type[Model], name: str, values: list[str]) -> None:
             )
 
 
+@contextmanager
+def statement_timeout(milliseconds: int, using: str | None = None) -> Iterator[None]:
+    """Run the block in a transaction whose queries PostgreSQL cancels after ``milliseconds``.
+
+    The setting is transaction-local, so it never outlives the block on a pooled connection;
+    inside a caller's transaction (``ATOMIC_REQUESTS``) the block is a savepoint, whose release
+    would not end it, so the caller's value is put back. A cancelled query raises
+    ``OperationalError`` (see :func:`is_timeout`).
+    """
+    with transaction.atomic(using=using):
+        connection = transaction.get_connection(using)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), "
+                "set_config('statement_timeout', %s, true)",
+                [str(int(milliseconds))],
+            )
+            previous = cursor.fetchone()[0]
+        yield
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+
+
+def is_timeout(error: BaseException) -> bool:
+    """Whether PostgreSQL cancelled the statement (statement_timeout): SQLSTATE 57014."""
+    return _is_timeout(error)
+
+
 def _is_timeout(error: BaseException) -> bool:
     """Whether PostgreSQL cancelled the statement (statement_timeout): SQLSTATE 57014."""
     cause = error.__cause__
@@ -603,3 +630,12 @@ def _toggle(params: QueryDict, name: str, value: str) -> str:
     copy.setlist(name, [v for v in values if v != value] if value in values else [*values, value])
     copy.pop("page", None)
     return "?" + copy.urlencode()
+
+
+def _concrete_field(model: type[Model], name: str) -> Any:
+    """The concrete field ``name`` of ``model``, or None (unknown, a relation path, reverse)."""
+    try:
+        field = model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+    return field if getattr(field, "concrete", False) else None

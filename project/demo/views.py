@@ -1,19 +1,38 @@
+import logging
+
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 import vectorsearch
+from vectorsearch.conf import get_settings
+from vectorsearch.views import is_timeout, statement_timeout
 
 from .models import Passage
+
+logger = logging.getLogger(__name__)
 
 
 def passage(request: HttpRequest, pk: int) -> HttpResponse:
     """One passage, its neighbours in the page it comes from, and the most similar others."""
     shown = get_object_or_404(Passage, pk=pk)
     siblings = Passage.objects.filter(title=shown.title, module=shown.module).order_by("section")
-    # Unfiltered, so the HNSW index serves it (excluding the page's own passages in SQL would
-    # make PostgreSQL rank every passage); the page's own are dropped here instead.
-    nearest = vectorsearch.search(Passage.objects.all(), f"{shown.title}\n\n{shown.body}", k=30)
-    similar = [p for p in nearest if p.title != shown.title][:5]
+    similar: list[Passage] = []
+    try:
+        # A public page: its search runs under the same statement timeout as the search page.
+        with statement_timeout(get_settings()["SEARCH_STATEMENT_TIMEOUT_MS"]):
+            # Unfiltered, so the HNSW index serves it (excluding the page's own passages in SQL
+            # would make PostgreSQL rank every passage); the page's own are dropped here instead.
+            nearest = vectorsearch.search(
+                Passage.objects.all(), f"{shown.title}\n\n{shown.body}", k=30
+            )
+            similar = [p for p in nearest if p.title != shown.title][:5]
+    except vectorsearch.InvalidQuery:
+        pass  # a passage with nothing to search by has no similar ones
+    except OperationalError as e:
+        if not is_timeout(e):
+            raise
+        logger.warning("Similar passages of %s took too long; shown without them", pk)
     return render(
         request,
         "demo/passage.html",
