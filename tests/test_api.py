@@ -240,3 +240,15 @@ def test_the_deepest_page_is_a_page_without_next(client, notes, settings):
     body = json.loads(response.content)
     assert len(body["results"]) == 10
     assert body["has_next"] is False
+
+
+@pytest.mark.parametrize("method", ["post", "put", "delete", "patch"])
+def test_other_methods_get_a_json_405(method):
+    from django.test import Client
+
+    response = getattr(Client(enforce_csrf_checks=True), method)(API)
+    assert response.status_code == 405
+    assert json.loads(response.content) == {
+        "error": f"{method.upper()} is not allowed here; search with GET."
+    }
+    assert "GET" in response["Allow"]

@@ -39,6 +39,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.views import View
+from django.views.decorators.csrf import csrf_exempt
 
 from .conf import get_settings
 from .exceptions import EmbeddingError, InvalidQuery
@@ -514,6 +515,21 @@ class VectorSearchAPIView(VectorSearchView):
     """
 
     facets = False
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        # A read-only GET API: nothing for CSRF to protect, and a client sending POST should get
+        # the JSON 405 below, not the HTML page of a CSRF failure.
+        return csrf_exempt(super().as_view(**initkwargs))
+
+    def http_method_not_allowed(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        response = JsonResponse(
+            {"error": f"{request.method} is not allowed here; search with GET."}, status=405
+        )
+        response["Allow"] = ", ".join(m.upper() for m in self.http_method_names if hasattr(self, m))
+        return response
 
     def empty_page_allowed(self) -> bool:
         return False
