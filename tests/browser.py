@@ -66,6 +66,23 @@ def screenshot(browser: Any, request: pytest.FixtureRequest) -> Callable[[str], 
     return save
 
 
+def click_and_wait(browser: Any, element: Any) -> None:
+    """Click ``element`` and wait until the page it leads to has replaced this one and loaded.
+
+    A click returns as soon as the event is sent: reading the URL or the title right after it
+    can still see the old page.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(browser, 10)
+    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda driver: driver.execute_script("return document.readyState") == "complete")
+
+
 def admin_login(browser: Any, live_server: Any, user: Any, password: str = "password") -> None:
     """Log ``user`` into the admin through its login form (pytest-django's ``admin_user`` has
     the password "password")."""
@@ -74,5 +91,5 @@ def admin_login(browser: Any, live_server: Any, user: Any, password: str = "pass
     browser.get(f"{live_server.url}/admin/login/")
     browser.find_element(By.NAME, "username").send_keys(user.username)
     browser.find_element(By.NAME, "password").send_keys(password)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert "Site administration" in browser.title
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "input[type=submit]"))
+    assert "Site administration" in browser.title, f"not logged in as {user.username}"

@@ -6,7 +6,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser import admin_login
+from tests.browser import admin_login, click_and_wait
 from tests.embedapp.models import Article
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -58,8 +58,7 @@ def test_search_by_meaning_and_similar_items(browser, live_server, admin_user, s
     assert browser.find_element(By.ID, "vectorsearch-semantic").is_selected()  # kept on
 
     first = rows[0].find_element(By.CSS_SELECTOR, "th a")
-    first.click()
-    _wait_for_new_page(browser, first)
+    click_and_wait(browser, first)
     panel = browser.find_element(By.ID, "vectorsearch-similar")
     screenshot("similar-items")
     assert panel.find_element(By.TAG_NAME, "h2").text == "Similar items"
@@ -69,8 +68,7 @@ def test_search_by_meaning_and_similar_items(browser, live_server, admin_user, s
     vector = browser.find_element(By.CSS_SELECTOR, ".vectorsearch-vector")
     assert "256" in vector.text and vector.find_element(By.CSS_SELECTOR, "svg polyline")
 
-    links[0].click()
-    _wait_for_new_page(browser, panel)
+    click_and_wait(browser, links[0])
     assert browser.find_element(By.CSS_SELECTOR, "#content h2").text == "Kittens and cats"
 
     browser.get(f"{live_server.url}/admin/vectorsearch/embedding/")

@@ -4,6 +4,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
+from tests.browser import click_and_wait
 from tests.embedapp.models import Note
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -53,7 +54,7 @@ def test_search_page_query_facet_and_pages(browser, live_server, notes, screensh
     screenshot("results")
 
     # The facet: only "orders" notes remain, and the facet says it is selected.
-    browser.find_element(By.PARTIAL_LINK_TEXT, "orders").click()
+    click_and_wait(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "orders"))
     assert "category=orders" in browser.current_url
     selected = browser.find_element(By.CSS_SELECTOR, ".vs-facet-value.vs-selected")
     assert selected.get_attribute("aria-current") == "true" and "orders" in selected.text
@@ -63,7 +64,7 @@ def test_search_page_query_facet_and_pages(browser, live_server, notes, screensh
 
     # Next page: results 5 and on, still within the facet.
     first_page = titles(browser)
-    browser.find_element(By.CSS_SELECTOR, "a[rel=next]").click()
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "a[rel=next]"))
     assert "page=2" in browser.current_url
     second_page = titles(browser)
     assert second_page and set(second_page) <= in_orders
