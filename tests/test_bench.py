@@ -96,3 +96,8 @@ def test_recall_counts_ties_at_the_kth_distance_as_hits():
     assert recall([("a", 0.1), ("d", 0.2), ("b", 0.2)], exact) == 1.0  # d ties with c
     assert recall([("a", 0.1), ("b", 0.2), ("e", 0.3)], exact) == pytest.approx(2 / 3)
     assert recall([], []) == 1.0
+
+
+def test_bench_without_a_label_on_a_site_with_several_registrations_lists_them():
+    with pytest.raises(CommandError, match=r"The site has several registrations \(embedapp\."):
+        run("vectorsearch_bench")

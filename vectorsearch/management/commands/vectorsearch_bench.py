@@ -25,7 +25,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("label", metavar="app_label.Model")
+        parser.add_argument(
+            "label",
+            metavar="app_label.Model",
+            nargs="?",
+            help="The registration to benchmark; optional when only one is registered.",
+        )
         parser.add_argument("--k", type=positive_int, default=10, help="Results per query (10).")
         parser.add_argument(
             "--queries", type=positive_int, default=50, help="Stored vectors used as queries (50)."
@@ -49,7 +54,7 @@ class Command(BaseCommand):
     def handle(
         self,
         *args: str,
-        label: str,
+        label: str | None,
         k: int,
         queries: int,
         ef_search: list[int],
@@ -62,11 +67,12 @@ class Command(BaseCommand):
     ) -> None:
         if any(ef > MAX_EF_SEARCH for ef in ef_search):
             raise CommandError(f"--ef-search values must be at most {MAX_EF_SEARCH}.")
-        registrations = select_registrations([label])
+        registrations = select_registrations([label] if label else [])
         if len(registrations) != 1:
             raise CommandError(
-                f"{label} has several registrations ({', '.join(r.label for r in registrations)}); "
-                "name one, e.g. app_label.Model.field or app_label.Model@alias."
+                f"{label or 'The site'} has several registrations "
+                f"({', '.join(r.label for r in registrations)}); name one, e.g. "
+                "app_label.Model, app_label.Model.field or app_label.Model@alias."
             )
         registration = registrations[0]
         vectors = self.sample(registration, queries, seed, database)
