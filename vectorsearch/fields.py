@@ -9,6 +9,7 @@ its position, from ``full_clean()``, from forms and from ``save()`` alike.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -327,6 +328,12 @@ class _ValidatedMixin:
         return errors
 
 
+@functools.cache
+def _checked_fields(model: type[Model]) -> tuple[Any, ...]:
+    """The model's vector fields that validate (looked up once per model, not per save)."""
+    return tuple(f for f in model._meta.concrete_fields if isinstance(f, _ValidatedMixin))
+
+
 def check_vectors_before_save(
     sender: type[Model],
     *,
@@ -343,10 +350,11 @@ def check_vectors_before_save(
     """
     if raw:
         return
+    fields = _checked_fields(sender)
+    if not fields:  # most saves on a site: models without vectors
+        return
     errors: dict[str, list[ValidationError]] = {}
-    for field in sender._meta.concrete_fields:
-        if not isinstance(field, _ValidatedMixin):
-            continue
+    for field in fields:
         if update_fields is not None and field.name not in update_fields:
             continue
         value = getattr(instance, field.attname)

@@ -129,11 +129,6 @@ def resolve_distance(
     )
 
 
-def query_value(field: models.Field[Any, Any], query: Any, distance: Distance) -> Any:
-    """Check the query vector against the field and return it in the form pgvector expects."""
-    return _query_parts(field, query, distance)[0]
-
-
 def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) -> tuple[Any, Any]:
     """(the query as SQL value or expression, the checked vector in Python or None)."""
     if hasattr(query, "resolve_expression"):

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from django.apps import apps
-from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Cast
@@ -144,17 +143,16 @@ class Registration:
         return vector_type_of(field) or "vector"
 
     def query_distance(self) -> Distance:
-        """The distance searches use: the one the vector field's index serves, else ``distance``."""
+        """The distance searches use: the one the vector field's index serves (by the same rule
+        as ``similar_to()``), else the registration's ``distance``."""
         if self.vector_field is None:
             return self.distance
-        from .indexes import index_distance, serves_column, vector_indexes
+        from .query import resolve_distance
 
-        for index in vector_indexes(self.model):
-            if serves_column(index, self.vector_field):
-                found = index_distance(index, self.model)
-                if found is not None:
-                    return found
-        return self.distance
+        try:
+            return resolve_distance(self.model, self.model_field(), None)
+        except InvalidQuery:  # no index on the column, or several serving different distances
+            return self.distance
 
 
 class Registry:
@@ -346,11 +344,3 @@ def comparable_vectors(model: type[models.Model], field: str, using: str) -> Q:
     except NotRegistered:
         return Q()
     return ~Q(Exists(registration.foreign_vectors(using)))
-
-
-def model_has_field(model: type[models.Model], name: str) -> bool:
-    try:
-        model._meta.get_field(name)
-    except FieldDoesNotExist:
-        return False
-    return True

@@ -16,15 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.functions import Cast
 from pgvector import HalfVector, Vector
 
-from .conf import get_settings
 from .distances import Distance
 from .exceptions import InvalidQuery
-from .query import query_settings
+from .query import check_k, query_settings
 from .registry import Registration, registry
 from .search_settings import apply_settings
 
@@ -49,21 +49,20 @@ def search(
     """
     if isinstance(queryset, type):
         queryset = queryset._default_manager.all()
-    max_k = get_settings()["MAX_K"]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
-        raise InvalidQuery(f"k must be a whole number from 1 to {max_k}, not {k!r}.")
+    checked_k = check_k(k)  # the same rule and message as similar_to(k=...)
+    assert checked_k is not None
     from .exceptions import NotRegistered
 
     try:
         registration = registry.get(queryset.model, vector_field=vector_field, embedder=embedder)
     except NotRegistered as e:
         raise InvalidQuery(str(e)) from None
-    vector = query_vector(registration, query)
     distance = registration.query_distance()
+    vector = query_vector(registration, query, distance)
     if registration.is_generic:
-        results = _search_generic(queryset, registration, vector, distance, k)
+        results = _search_generic(queryset, registration, vector, distance, checked_k)
     else:
-        results = _search_column(queryset, registration, vector, distance, k)
+        results = _search_column(queryset, registration, vector, distance, checked_k)
     return _with_iterative_scan(results) if iterative_scan else results
 
 
@@ -113,9 +112,14 @@ def _with_iterative_scan(queryset: models.QuerySet[Any]) -> models.QuerySet[Any]
     return queryset
 
 
-def query_vector(registration: Registration, query: Any) -> Any:
-    """``query`` embedded (a text) or checked (a vector), as the pgvector value to compare with."""
+def query_vector(registration: Registration, query: Any, distance: Distance | None = None) -> Any:
+    """``query`` embedded (a text) or checked (a vector), as the pgvector value to compare with.
+
+    (``similar_to`` checks a vector against a model field the same way, in
+    ``query._query_parts``; this one also serves the generic table, which has no model field.)
+    """
     embedder = registration.embedder
+    distance = distance or registration.query_distance()
     if isinstance(query, str):
         if not query.strip():
             raise InvalidQuery("The search text is empty.")
@@ -126,9 +130,8 @@ def query_vector(registration: Registration, query: Any) -> Any:
         )
         try:
             values = field.to_python(query)
-        except Exception as e:  # ValidationError from the field's checks
-            messages = getattr(e, "messages", [str(e)])
-            raise InvalidQuery(f"Invalid query vector: {' '.join(messages)}") from None
+        except ValidationError as e:
+            raise InvalidQuery(f"Invalid query vector: {' '.join(e.messages)}") from None
         if values is None:
             raise InvalidQuery("The query vector is empty.")
     if not np.any(np.asarray(values, dtype=np.float64)):
@@ -138,7 +141,7 @@ def query_vector(registration: Registration, query: Any) -> Any:
             raise InvalidQuery(
                 "There is nothing in that text to search by: it has no words the embedder knows."
             )
-        if registration.query_distance() is Distance.COSINE:
+        if distance is Distance.COSINE:
             raise InvalidQuery(
                 "The query vector is all zeros, which has no direction to compare by."
             )
@@ -213,7 +216,7 @@ def _search_column(
     )
     results: models.QuerySet[Any] = (
         queryset.filter(pk__in=nearest)
-        .annotate(distance=distance.expression(name, vector))
+        .annotate(distance=expression)
         .annotate(score=distance.score("distance"))
         .order_by("distance")
     )

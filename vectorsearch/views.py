@@ -45,6 +45,7 @@ from .conf import get_settings
 from .exceptions import EmbeddingError, InvalidQuery
 from .forms import SearchForm
 from .registry import Registration, registry
+from .search import query_vector as search_query_vector
 from .search import search
 
 __all__ = [
@@ -369,24 +370,27 @@ class VectorSearchView(View):
         k = min(offset + checked.per_page + 1, deepest)
         try:
             with statement_timeout(conf["SEARCH_STATEMENT_TIMEOUT_MS"]):
-                hits: list[tuple[float, SearchResult]] = []
+                hits: list[tuple[float, Any, Registration]] = []
                 for registration in checked.registrations:
                     queryset = self._filtered(registration, checked.filters)
                     found = search(
                         queryset,
-                        checked.query,
+                        self.query_vector(registration, checked.query),
                         k=k,
                         vector_field=registration.vector_field,
                         embedder=registration.embedder_alias,
                     )
                     for obj in found:
-                        hit = self.make_result(obj, registration, checked.query)
                         distance = _finite(getattr(obj, "distance", None))
-                        hits.append((math.inf if distance is None else distance, hit))
+                        hits.append((math.inf if distance is None else distance, obj, registration))
                 # Nearest first across models: their distances are on the same scale when
-                # their registrations share a distance (the default, cosine).
-                hits.sort(key=lambda pair: pair[0])
-                results = [hit for _, hit in hits[offset : offset + checked.per_page]]
+                # their registrations share a distance (the default, cosine). Only the page's
+                # rows become results (snippets, links).
+                hits.sort(key=lambda hit: hit[0])
+                results = [
+                    self.make_result(obj, registration, checked.query)
+                    for _, obj, registration in hits[offset : offset + checked.per_page]
+                ]
                 has_next = len(hits) > offset + checked.per_page and (
                     offset + checked.per_page < deepest
                 )
@@ -417,6 +421,15 @@ class VectorSearchView(View):
                 queryset = queryset.filter(**{f"{name}__in": values})
         return queryset
 
+    def query_vector(self, registration: Registration, text: str) -> Any:
+        """``text`` embedded by ``registration``'s embedder, once per request and embedder (the
+        results of each model and each facet search by it: with an HTTP embedder, one call)."""
+        vectors = self.__dict__.setdefault("_query_vectors", {})
+        key = (registration.embedder_alias, registration.vector_type())
+        if key not in vectors:
+            vectors[key] = search_query_vector(registration, text)
+        return vectors[key]
+
     def get_facets(self, checked: CheckedSearch, params: QueryDict) -> list[Facet]:
         """Counts of each filter's values among the ``SEARCH_FACET_DEPTH`` nearest results.
 
@@ -432,7 +445,7 @@ class VectorSearchView(View):
             queryset = self._filtered(registration, checked.filters, without=name)
             nearest = search(
                 queryset,
-                checked.query,
+                self.query_vector(registration, checked.query),
                 k=depth,
                 vector_field=registration.vector_field,
                 embedder=registration.embedder_alias,

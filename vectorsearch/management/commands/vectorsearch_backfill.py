@@ -71,10 +71,11 @@ class Command(BaseCommand):
         batch_size = batch_size or get_settings()["BATCH_SIZE"]
         failed: list[str] = []
         for registration in registrations:
-            total = registration.model._base_manager.using(database).count()
-            progress = Progress(
-                self.stdout, total, registration.label, enabled=verbosity >= 1 and not dry_run
-            )
+            show_progress = verbosity >= 1 and not dry_run
+            # Counting a large table is a full scan: only for the progress bar that shows it.
+            manager = registration.model._base_manager.using(database)
+            total = manager.count() if show_progress else 0
+            progress = Progress(self.stdout, total, registration.label, enabled=show_progress)
             started = time.monotonic()
             try:
                 result = backfill(

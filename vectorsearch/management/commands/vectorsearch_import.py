@@ -19,8 +19,6 @@ from ...registry import Registration
 from ...sync import write_vectors
 from ..utils import Progress, select_registrations
 
-PROGRESS_EVERY = 10_000
-
 
 class Command(BaseCommand):
     help = (
