@@ -17,6 +17,11 @@ from vectorsearch.operations import (
 )
 
 
+def _version(text: str | None) -> tuple[int, ...]:
+    assert text is not None
+    return tuple(int(part) for part in text.split("."))
+
+
 def _wrapper(database: str, user: str | None = None) -> DatabaseWrapper:
     settings = {**connection.settings_dict, "NAME": database}
     if user:
@@ -26,7 +31,7 @@ def _wrapper(database: str, user: str | None = None) -> DatabaseWrapper:
 
 @pytest.mark.django_db
 def test_migrate_created_the_extension_in_the_test_database():
-    assert extension_version(connection) >= "0.8"
+    assert _version(extension_version(connection)) >= (0, 8)
 
 
 @pytest.mark.django_db
@@ -35,7 +40,7 @@ def test_extension_is_created_when_missing(empty_database):
     try:
         assert extension_version(wrapper) is None
         assert ensure_vector_extension(wrapper) is True
-        assert extension_version(wrapper) >= "0.8"
+        assert _version(extension_version(wrapper)) >= (0, 8)
         assert ensure_vector_extension(wrapper) is False  # already there: nothing to do
     finally:
         wrapper.close()

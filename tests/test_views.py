@@ -271,8 +271,9 @@ def test_a_view_filter_applies_to_the_models_that_have_the_field(notes):
     )
     response.render()
     assert response.status_code == 200
-    assert "Resetting a password" not in text_of(response)  # Articles can't match the filter
-    assert "password" in text_of(response)
+    results = response.context_data["results"]
+    assert results  # the Notes in "account" are found...
+    assert {r.model for r in results} == {"embedapp.note"}  # ...and no Article can match
 
 
 def test_statement_timeout_cancels_a_slow_query_and_puts_the_callers_setting_back(db):
@@ -295,3 +296,21 @@ def test_statement_timeout_cancels_a_slow_query_and_puts_the_callers_setting_bac
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == "7s"
+
+
+def test_a_page_embeds_the_search_text_once_for_results_and_facets(client, notes, monkeypatch):
+    from vectorsearch import embedders
+
+    embedder = embedders["default"]
+    calls = []
+    original = embedder.embed_one
+
+    def counting(text):
+        calls.append(text)
+        return original(text)
+
+    monkeypatch.setattr(embedder, "embed_one", counting)
+    response = client.get(PAGE, {"q": "password", "model": "embedapp.note"})
+    assert response.status_code == 200
+    assert response.context["facets"]  # the category facet ran its own search
+    assert calls == ["password"]
