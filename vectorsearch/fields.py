@@ -267,10 +267,21 @@ class _ValidatedMixin:
     empty_values: Sequence[Any] = EMPTY_VALUES
 
     def _validated(self, value: Any) -> Any:
-        raise NotImplementedError
+        # vector and halfvec; sparsevec and bit override it.
+        return validate_dense(
+            value,
+            vector_type=self.vector_type,
+            dimensions=getattr(self, "dimensions", None),
+        )
 
     def _size(self) -> int | None:
-        raise NotImplementedError
+        size: int | None = getattr(self, "dimensions", None)
+        return size
+
+    def to_python(self, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self._validated(value)
 
     def validate(self, value: Any, model_instance: Model | None) -> None:
         super().validate(value, model_instance)  # type: ignore[misc]
@@ -377,42 +388,17 @@ class VectorField(_ValidatedMixin, pgvector_django.VectorField):
 
     vector_type = "vector"
 
-    def _size(self) -> int | None:
-        return self.dimensions
-
-    def _validated(self, value: Any) -> list[float]:
-        return validate_dense(value, vector_type=self.vector_type, dimensions=self.dimensions)
-
-    def to_python(self, value: Any) -> list[float] | None:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return self._validated(value)
-
 
 class HalfVectorField(_ValidatedMixin, pgvector_django.HalfVectorField):
     """A pgvector ``halfvec(dimensions)`` column of float16 numbers (±65,504)."""
 
     vector_type = "halfvec"
 
-    def _size(self) -> int | None:
-        return self.dimensions
-
-    def _validated(self, value: Any) -> list[float]:
-        return validate_dense(value, vector_type=self.vector_type, dimensions=self.dimensions)
-
-    def to_python(self, value: Any) -> list[float] | None:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return self._validated(value)
-
 
 class SparseVectorField(_ValidatedMixin, pgvector_django.SparseVectorField):
     """A pgvector ``sparsevec(dimensions)`` column; values are :class:`pgvector.SparseVector`."""
 
     vector_type = "sparsevec"
-
-    def _size(self) -> int | None:
-        return self.dimensions
 
     def _validated(self, value: Any) -> SparseVector:
         return validate_sparse(value, dimensions=self.dimensions, max_nonzeros=self._max_nonzeros)
@@ -429,11 +415,6 @@ class SparseVectorField(_ValidatedMixin, pgvector_django.SparseVectorField):
                     return SPARSEVEC_HNSW_MAX_NNZ
         return SPARSEVEC_MAX_NNZ
 
-    def to_python(self, value: Any) -> SparseVector | None:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return self._validated(value)
-
 
 class BitField(_ValidatedMixin, pgvector_django.BitField):
     """A ``bit(length)`` column for binary vectors; values are strings of 0 and 1."""
@@ -445,11 +426,6 @@ class BitField(_ValidatedMixin, pgvector_django.BitField):
 
     def _validated(self, value: Any) -> str:
         return validate_bits(value, length=self.length)
-
-    def to_python(self, value: Any) -> str | None:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return self._validated(value)
 
 
 # Form fields ------------------------------------------------------------------------------------

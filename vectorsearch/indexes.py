@@ -68,9 +68,23 @@ class VectorIndexMixin:
 
     __hash__ = None  # type: ignore[assignment]  # like django's Index: mutable, compared by value
 
-    def _deconstruct_distance(self, kwargs: dict[str, Any]) -> None:
+    def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        path, args, kwargs = super().deconstruct()  # type: ignore[misc]
         if self.distance is not None:
             kwargs["distance"] = self.distance.value
+        return path, args, kwargs
+
+    def create_sql(
+        self,
+        model: type[Model],
+        schema_editor: BaseDatabaseSchemaEditor,
+        using: str = "",
+        **kwargs: Any,
+    ) -> Statement:
+        index = self._with_opclasses(model)
+        return super(VectorIndexMixin, index).create_sql(  # type: ignore[misc, no-any-return]
+            model, schema_editor, using=using, **kwargs
+        )
 
     def distance_for(self, model: type[Model]) -> Distance | None:
         """The distance this index serves, from ``distance=`` or its operator class."""
@@ -137,21 +151,6 @@ class HnswIndex(VectorIndexMixin, pgvector_django.HnswIndex):
         self._init_distance(distance, kwargs)
         super().__init__(*expressions, m=m, ef_construction=ef_construction, **kwargs)
 
-    def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-        path, args, kwargs = super().deconstruct()
-        self._deconstruct_distance(kwargs)
-        return path, args, kwargs
-
-    def create_sql(
-        self,
-        model: type[Model],
-        schema_editor: BaseDatabaseSchemaEditor,
-        using: str = "",
-        **kwargs: Any,
-    ) -> Statement:
-        index = self._with_opclasses(model)
-        return super(HnswIndex, index).create_sql(model, schema_editor, using=using, **kwargs)
-
 
 class IvfflatIndex(VectorIndexMixin, pgvector_django.IvfflatIndex):
     """An IVFFlat index: ``IvfflatIndex(fields=["embedding"], distance="l2", lists=100)``.
@@ -172,21 +171,6 @@ class IvfflatIndex(VectorIndexMixin, pgvector_django.IvfflatIndex):
         _check_range("lists", lists, IVFFLAT_LISTS_RANGE)
         self._init_distance(distance, kwargs)
         super().__init__(*expressions, lists=lists, **kwargs)
-
-    def deconstruct(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-        path, args, kwargs = super().deconstruct()
-        self._deconstruct_distance(kwargs)
-        return path, args, kwargs
-
-    def create_sql(
-        self,
-        model: type[Model],
-        schema_editor: BaseDatabaseSchemaEditor,
-        using: str = "",
-        **kwargs: Any,
-    ) -> Statement:
-        index = self._with_opclasses(model)
-        return super(IvfflatIndex, index).create_sql(model, schema_editor, using=using, **kwargs)
 
 
 def vector_indexes(model: type[Model]) -> list[Any]:
