@@ -62,7 +62,7 @@ class VectorIndexMixin:
         if isinstance(other, pgvector_django.HnswIndex | pgvector_django.IvfflatIndex):
             return (
                 index_method(other) is self.method
-                and self.deconstruct()[1:] == other.deconstruct()[1:]  # type: ignore[attr-defined]
+                and self.deconstruct()[1:] == other.deconstruct()[1:]
             )
         return NotImplemented
 
