@@ -401,7 +401,7 @@ class VectorSearchView(View):
             logger.exception("The embedder failed on a search")
             raise SearchError(_("Search is unavailable right now; try again later."), 503) from None
         except OperationalError as e:
-            if _is_timeout(e):
+            if is_timeout(e):
                 raise SearchError(
                     _("The search took too long; try fewer words or a filter."), 503
                 ) from None
@@ -636,11 +636,6 @@ def statement_timeout(milliseconds: int, using: str | None = None) -> Iterator[N
 
 
 def is_timeout(error: BaseException) -> bool:
-    """Whether PostgreSQL cancelled the statement (statement_timeout): SQLSTATE 57014."""
-    return _is_timeout(error)
-
-
-def _is_timeout(error: BaseException) -> bool:
     """Whether PostgreSQL cancelled the statement (statement_timeout): SQLSTATE 57014."""
     cause = error.__cause__
     return getattr(cause, "sqlstate", None) == "57014"
