@@ -3,11 +3,13 @@ import pytest
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
-from django.test.utils import isolate_apps
+from django.db.models import Subquery
+from django.test.utils import CaptureQueriesContext, isolate_apps
 from pgvector import Bit, SparseVector, Vector
 
 from tests.testapp.models import Document, Item
 from vectorsearch import BitField, HalfVectorField, HnswIndex, SparseVectorField, VectorField
+from vectorsearch.fields import decode_dense
 
 BAD_VECTORS = [
     ([1.0, 2.0], "Expected a vector of 3 dimensions, got 2."),
@@ -219,16 +221,17 @@ def test_update_and_bulk_create_are_checked_too():
 def test_a_form_posted_back_unchanged_keeps_every_digit():
     doc = Document.objects.create(content="x", embedding=[0.123456789, 1.23456789e-5, 12345.6789])
     doc.refresh_from_db()
+    before = list(doc.embedding)
     text = DocumentForm(instance=doc)["embedding"].as_widget()
     rendered_text = text.split('value="')[1].split('"')[0]
     form = DocumentForm(instance=doc, data={"content": "y", "embedding": rendered_text})
     assert form.is_valid(), form.errors
     assert form.changed_data == ["content"]
     form.save()
-    stored = Document.objects.get(pk=doc.pk).embedding
-    assert stored == doc.embedding
-    # The text the widget wrote reads back as the very same numbers.
-    assert [float(x) for x in rendered_text.strip("[]").split(",")] == doc.embedding
+    assert Document.objects.get(pk=doc.pk).embedding == before
+    # The text the widget wrote reads back as the very same float32 numbers.
+    shown = np.array([float(x) for x in rendered_text.strip("[]").split(",")], dtype=np.float32)
+    assert shown.tolist() == before
 
 
 def test_has_changed_with_a_numpy_instance_value():
@@ -309,3 +312,40 @@ def test_size_must_be_a_whole_number_and_bits_need_a_length():
     (warning,) = bits.check()
     assert warning.id == "vectorsearch.W002"
     assert "bit(1)" in warning.msg
+
+
+@pytest.mark.django_db
+def test_dense_vectors_are_read_in_binary_as_the_exact_stored_numbers():
+    item = Item.objects.create(embedding=[0.1, -2.5, 3e-7], half_embedding=[0.1, 2, -3])
+    with CaptureQueriesContext(connection) as queries:
+        item = Item.objects.get(pk=item.pk)
+    sql = queries.captured_queries[0]["sql"]
+    assert 'vector_send("testapp_item"."embedding")' in sql
+    assert 'halfvec_send("testapp_item"."half_embedding")' in sql
+    # What the column holds, float32 (float16) exactly, as pgvector's binary loader reads it.
+    assert item.embedding == np.array([0.1, -2.5, 3e-7], dtype=np.float32).tolist()
+    assert item.half_embedding == np.array([0.1, 2, -3], dtype=np.float16).tolist()
+    assert type(item.embedding) is list and {type(x) for x in item.embedding} == {float}
+    # Text still reads (raw SQL): the same stored numbers, in their shortest decimal form.
+    from_text = Item.objects.raw("SELECT id, embedding, half_embedding FROM testapp_item")[0]
+    assert from_text.embedding == [0.1, -2.5, 3e-7]
+    assert np.array_equal(np.float32(from_text.embedding), np.float32(item.embedding))
+    assert Item.objects.values_list("embedding", flat=True).get() == item.embedding
+
+
+@pytest.mark.django_db
+def test_a_subquery_selecting_a_vector_still_compares_as_a_vector():
+    a = Item.objects.create(name="a", embedding=[1, 0, 0])
+    b = Item.objects.create(name="b", embedding=[0, 1, 0])
+    b_vector = Item.objects.filter(pk=b.pk).values("embedding")[:1]
+    assert list(Item.objects.filter(embedding=Subquery(b_vector))) == [b]
+    annotated = Item.objects.annotate(other=Subquery(b_vector)).get(pk=a.pk)
+    assert annotated.other == [0.0, 1.0, 0.0]
+    assert list(Item.objects.filter(embedding__in=Item.objects.values("embedding"))) == [a, b]
+
+
+def test_a_truncated_binary_vector_is_an_error_not_a_shorter_vector():
+    whole = bytes([0, 3, 0, 0]) + np.array([1, 2, 3], dtype=">f4").tobytes()
+    assert decode_dense(whole, ">f4") == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="2 of 3 dimensions"):
+        decode_dense(whole[:-4], ">f4")

@@ -151,10 +151,20 @@ def validate_dense(value: Any, *, vector_type: str, dimensions: int | None) -> l
 
     ``vector_type`` is "vector" (float32 range) or "halfvec" (float16 range).
     """
+    values: list[float] = validate_dense_array(
+        value, vector_type=vector_type, dimensions=dimensions
+    ).tolist()
+    return values
+
+
+def validate_dense_array(
+    value: Any, *, vector_type: str, dimensions: int | None
+) -> np.ndarray[Any, Any]:
+    """:func:`validate_dense`, returning the float64 numpy array (no list built)."""
     array = _dense_array(value, vector_type)
     _check_length(array.shape[0], dimensions, vector_type)
     _check_elements(array, vector_type, FLOAT16_MAX if vector_type == "halfvec" else FLOAT32_MAX)
-    return [float(x) for x in array]
+    return array
 
 
 def validate_sparse(
@@ -379,7 +389,45 @@ def check_vectors_before_save(
         raise ValidationError(errors)
 
 
-class VectorField(_ValidatedMixin, pgvector_django.VectorField):
+class _BinaryReadMixin:
+    """Read dense vectors in pgvector's binary form, not as text.
+
+    A 384-dimension vector is ~4 KB of decimal text that the server formats number by number and
+    Python parses back float by float: for the ten rows of a search, about 0.8 ms -- a third of
+    the query. Selected as ``vector_send(column)`` instead, the same numbers travel as bytes and
+    decode in one numpy call. The floats read back are the exact float32 (float16) values the
+    column stores, as ``pgvector.psycopg``'s binary loader gives them: ``0.1`` is stored as
+    ``0.10000000149011612``.
+
+    Text still works (``raw()`` queries, a ``RETURNING`` clause, a connection with pgvector's own
+    loaders registered), and columns a subquery selects stay vectors for the outer query.
+    """
+
+    _send_function: ClassVar[str]
+    _binary_dtype: ClassVar[str]
+
+    def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:
+        if compiler.query.subquery:
+            return sql, params
+        return f"{self._send_function}({sql})", params
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if isinstance(value, bytes | memoryview):
+            return decode_dense(value, self._binary_dtype)
+        return super().from_db_value(value, expression, connection)  # type: ignore[misc]
+
+
+def decode_dense(data: bytes | memoryview, dtype: str) -> list[float]:
+    """A list of floats from pgvector's binary ``vector``/``halfvec`` (big-endian) form."""
+    array = np.frombuffer(data, dtype=dtype, offset=4)
+    dimensions = int.from_bytes(data[:2], "big")
+    if array.shape[0] != dimensions:
+        raise ValueError(f"Truncated binary vector: {array.shape[0]} of {dimensions} dimensions.")
+    values: list[float] = array.tolist()
+    return values
+
+
+class VectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.VectorField):
     """A pgvector ``vector(dimensions)`` column of float32 numbers.
 
     Accepts lists, tuples, numpy arrays and :class:`pgvector.Vector`; reads back a list of floats,
@@ -387,12 +435,16 @@ class VectorField(_ValidatedMixin, pgvector_django.VectorField):
     """
 
     vector_type = "vector"
+    _send_function = "vector_send"
+    _binary_dtype = ">f4"
 
 
-class HalfVectorField(_ValidatedMixin, pgvector_django.HalfVectorField):
+class HalfVectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.HalfVectorField):
     """A pgvector ``halfvec(dimensions)`` column of float16 numbers (±65,504)."""
 
     vector_type = "halfvec"
+    _send_function = "halfvec_send"
+    _binary_dtype = ">f2"
 
 
 class SparseVectorField(_ValidatedMixin, pgvector_django.SparseVectorField):
@@ -434,6 +486,10 @@ class BitField(_ValidatedMixin, pgvector_django.BitField):
 class VectorWidget(forms.TextInput):
     """A text input showing the vector as ``[0.1, 0.2, ...]``."""
 
+    #: The numbers the column stores: each is shown as the shortest text that reads back as the
+    #: same float32 (float16), so a value stored as 0.10000000149011612 shows as 0.1.
+    dtype: Any = np.float32
+
     def format_value(self, value: Any) -> str | None:
         if value is None or isinstance(value, str):
             return value
@@ -441,14 +497,15 @@ class VectorWidget(forms.TextInput):
             return str(value.to_text())
         if isinstance(value, Vector | HalfVector):
             value = value.to_list()
-        # repr() is the shortest text that reads back as the same number: a form posted back
-        # unchanged stores exactly what was there.
-        return "[" + ", ".join(_number_text(x) for x in value) + "]"
+        # A form posted back unchanged stores exactly what was there.
+        return "[" + ", ".join(_number_text(x, self.dtype) for x in value) + "]"
 
 
-def _number_text(x: Any) -> str:
+def _number_text(x: Any, dtype: Any) -> str:
     number = float(x)
-    return str(int(number)) if number.is_integer() and abs(number) < 1e16 else repr(number)
+    if number.is_integer() and abs(number) < 1e16:
+        return str(int(number))
+    return str(dtype(number))
 
 
 class _VectorFormFieldMixin:
@@ -460,6 +517,8 @@ class _VectorFormFieldMixin:
         kwargs.setdefault("widget", VectorWidget)
         kwargs.pop("max_length", None)
         super().__init__(**kwargs)
+        if isinstance(self.widget, VectorWidget) and self.vector_type == "halfvec":
+            self.widget.dtype = np.float16
 
     def to_python(self, value: Any) -> Any:
         if value in self.empty_values or (isinstance(value, str) and not value.strip()):
