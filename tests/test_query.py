@@ -720,3 +720,39 @@ def test_expression_and_partial_indexes_do_not_decide_the_distance():
 
         # Only the plain index on the column serves ORDER BY embedding <op> query.
         assert "<->" in str(Doc.objects.similar_to([1, 2, 3]).query)
+
+
+def test_model_instances_ranked_by_distance_come_from_one_flat_query(
+    articles, django_assert_num_queries
+):
+    """A filtered index search of model instances runs as one query, like hand-written SQL:
+    no `pk IN (subquery)`, no score column; Python orders the relaxed scan's rows exactly and
+    computes the score with the same arithmetic as the SQL."""
+    force_index()
+    filtered = Article.objects.filter(price__lt=50).similar_to(QUERY, k=10, exact=False)
+    with django_assert_num_queries(1) as captured:
+        found = list(filtered)
+    sql = captured.captured_queries[0]["sql"]
+    assert " IN (SELECT" not in sql and '"score"' not in sql
+    expected = exact_ids(articles, keep=lambda a: a.price < 50)
+    assert [a.pk for a in found] == expected
+    assert [a.distance for a in found] == sorted(a.distance for a in found)
+    from_sql = dict(filtered.values_list("pk", "score"))  # values(): score computed by SQL
+    assert {a.pk: a.score for a in found} == from_sql
+    # An offset keeps the same rows as slicing the whole answer.
+    assert [a.pk for a in filtered[3:7]] == expected[3:7]
+    unfiltered = list(Article.objects.similar_to(QUERY)[:5])
+    assert [a.score for a in unfiltered] == [
+        s for _, s in Article.objects.similar_to(QUERY).values_list("pk", "score")[:5]
+    ]
+
+
+def test_score_stays_in_sql_where_the_query_needs_it(articles):
+    ranked = Article.objects.similar_to(QUERY, k=10, exact=True)
+    by_score = list(ranked.order_by("-score", "pk"))
+    assert [a.pk for a in by_score] == exact_ids(articles)
+    assert all(a.score is not None for a in by_score)
+    kept = list(ranked.filter(score__gte=by_score[4].score))
+    assert [a.pk for a in kept] == exact_ids(articles)[:5]
+    doubled = ranked.annotate(twice=models.F("score") * 2)[:3]
+    assert [a.twice for a in doubled] == [2 * a.score for a in doubled]

@@ -517,8 +517,9 @@ class _VectorFormFieldMixin:
         kwargs.setdefault("widget", VectorWidget)
         kwargs.pop("max_length", None)
         super().__init__(**kwargs)
-        if isinstance(self.widget, VectorWidget) and self.vector_type == "halfvec":
-            self.widget.dtype = np.float16
+        widget = self.widget  # type: ignore[attr-defined]
+        if isinstance(widget, VectorWidget) and self.vector_type == "halfvec":
+            widget.dtype = np.float16
 
     def to_python(self, value: Any) -> Any:
         if value in self.empty_values or (isinstance(value, str) and not value.strip()):

@@ -22,10 +22,11 @@ The pgvector settings the plan needs are sent with ``SET LOCAL`` in the search's
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -36,22 +37,27 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import connections, models
 from django.db.models import (
     Case,
+    Expression,
     ExpressionWrapper,
     F,
     FloatField,
     IntegerField,
     Q,
+    TextField,
     Value,
     When,
     Window,
 )
 from django.db.models.functions import Coalesce, RowNumber
 from django.db.models.lookups import GreaterThanOrEqual
+from django.db.models.query import ModelIterable
+from django.utils.functional import cached_property
 from pgvector import Bit, HalfVector, SparseVector, Vector
 
 from .conf import get_settings
 from .distances import Distance, IndexMethod, vector_type_of
 from .exceptions import ImproperlyConfiguredVectorSearch, InvalidQuery
+from .fields import validate_dense_array
 from .indexes import index_distance, index_method, serves_column, vector_indexes
 from .search_settings import apply_settings
 
@@ -133,7 +139,8 @@ def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) 
     """(the query as SQL value or expression, the checked vector in Python or None)."""
     if hasattr(query, "resolve_expression"):
         return query, None
-    if isinstance(query, str) and vector_type_of(field) != "bit":
+    vtype = vector_type_of(field)
+    if isinstance(query, str) and vtype != "bit":
         from .registry import embed_query
 
         text, query = query, embed_query(field.model, field.name, query)
@@ -143,12 +150,18 @@ def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) 
                 "knows."
             )
     try:
-        value = field.to_python(query)
+        if vtype in ("vector", "halfvec"):
+            # The array itself, not the list to_python() builds: a 384-dimension query is
+            # checked and formatted on every search.
+            value: Any = validate_dense_array(
+                query, vector_type=vtype, dimensions=getattr(field, "dimensions", None)
+            )
+        else:
+            value = field.to_python(query)
     except ValidationError as e:
         raise InvalidQuery(f"Invalid query vector: {' '.join(e.messages)}") from None
     if value is None:
         raise InvalidQuery("The query vector is empty.")
-    vtype = vector_type_of(field)
     if distance is Distance.COSINE:
         norm = (
             np.linalg.norm(value.values())
@@ -164,7 +177,7 @@ def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) 
         return Bit(value).to_text(), value
     if vtype == "sparsevec":
         return value, value
-    return Value(vector_literal(value)), value
+    return QueryVector(vector_literal(value), vtype or "vector"), value
 
 
 def vector_literal(value: Any) -> str:
@@ -175,6 +188,32 @@ def vector_literal(value: Any) -> str:
     """
     numbers = np.asarray(value, dtype=np.float32).tolist()
     return "[" + ",".join(["%.9g"] * len(numbers)) % tuple(numbers) + "]"
+
+
+_TEXT = TextField()
+
+
+class QueryVector(Expression):
+    """A query vector in SQL: its text, formatted once, as a typed literal (``%s::vector``).
+
+    Django hashes and compares the expressions of a query several times while compiling it; a
+    ``Value`` holding a few kilobytes of text is slow to do that for, this one is not.
+    """
+
+    def __init__(self, literal: str, vector_type: str = "vector") -> None:
+        super().__init__(output_field=_TEXT)
+        self.literal = literal
+        self.vector_type = vector_type
+
+    @cached_property
+    def identity(self) -> tuple[Any, ...]:
+        return (QueryVector, self.literal, self.vector_type)
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[str]]:
+        return f"%s::{self.vector_type}", (self.literal,)
+
+    def get_group_by_cols(self) -> list[Any]:
+        return []  # a constant
 
 
 class Strategy(enum.StrEnum):
@@ -212,6 +251,22 @@ class _Plan:
     # Rows the caller should get if the filters keep enough rows; a shorter answer from an
     # iterative index scan (it gave up after max_scan_tuples) is completed by an exact scan.
     expected: int | None = None
+    # Work left for Python on the fetched model instances (plans made with rows=True): sort
+    # by distance and keep [low:high] (rows of a relaxed-order index scan), and set `score`.
+    sort_slice: tuple[int, int] | None = None
+    score: Callable[[float], float] | None = None
+
+    def finish(self, rows: list[Any]) -> list[Any]:
+        if self.sort_slice is not None:
+            rows = sorted(rows, key=_distance_of)[slice(*self.sort_slice)]
+        if self.score is not None:
+            for row in rows:
+                row.score = None if row.distance is None else self.score(row.distance)
+        return rows
+
+
+def _distance_of(row: Any) -> tuple[bool, float]:
+    return (row.distance is None, row.distance or 0.0)
 
 
 def index_method_for(
@@ -226,6 +281,46 @@ def index_method_for(
     if IndexMethod.HNSW in methods:
         return IndexMethod.HNSW
     return IndexMethod.IVFFLAT if methods else None
+
+
+_TARGETS: dict[tuple[Any, ...], tuple[Any, Distance, IndexMethod | None]] = {}
+
+
+def _target(
+    model: type[models.Model], field: str | None, distance: Distance | str | None
+) -> tuple[models.Field[Any, Any], Distance, IndexMethod | None]:
+    """(vector field, distance, index method) of a search; InvalidQuery when they are wrong.
+
+    Remembered per model, field, distance and index list: it reads the model's indexes, which
+    do not change between requests, and every search asks.
+    """
+    key: tuple[Any, ...] = (
+        model,
+        field,
+        distance,
+        id(model._meta.indexes),
+        len(model._meta.indexes),
+    )
+    try:
+        return _TARGETS[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable argument, which resolving reports
+        key = ()
+    model_field = resolve_field(model, field)
+    chosen = resolve_distance(model, model_field, distance)
+    taken = {"distance", "score"} & {f.name for f in model._meta.get_fields()}
+    if taken:
+        raise InvalidQuery(
+            f"{model._meta.label} has a field named {' and '.join(sorted(taken))}, "
+            "which similar_to()'s annotations of the same name would shadow; rank with "
+            f".annotate(d={chosen.function.__name__}({model_field.name!r}, vector))"
+            ".order_by('d') instead."
+        )
+    target = (model_field, chosen, index_method_for(model, model_field.name, chosen))
+    if key:
+        _TARGETS[key] = target
+    return target
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int | None:
@@ -454,21 +549,12 @@ class VectorQuerySet(models.QuerySet[_M]):
             raise InvalidQuery(
                 "This queryset is already ranked by similar_to(); call it once per queryset."
             )
-        model_field = resolve_field(self.model, field)
-        chosen = resolve_distance(self.model, model_field, distance)
+        model_field, chosen, method = _target(self.model, field, distance)
         k = check_k(k)
         ef_search = check_ef_search(ef_search)
         if exact not in (None, True, False):
             raise InvalidQuery(
                 f"exact must be True, False or None (choose per query), not {exact!r}."
-            )
-        taken = {"distance", "score"} & {f.name for f in self.model._meta.get_fields()}
-        if taken:
-            raise InvalidQuery(
-                f"{self.model._meta.label} has a field named {' and '.join(sorted(taken))}, "
-                "which similar_to()'s annotations of the same name would shadow; rank with "
-                f".annotate(d={chosen.function.__name__}({model_field.name!r}, vector))"
-                ".order_by('d') instead."
             )
         exclude_pk = None
         if isinstance(query, models.Model):
@@ -483,7 +569,6 @@ class VectorQuerySet(models.QuerySet[_M]):
         value, vector = _query_parts(model_field, query, chosen)
         size = getattr(model_field, "length", None) if chosen is Distance.HAMMING else None
         max_distance = None if threshold is None else max_distance_for(chosen, threshold, size)
-        method = index_method_for(self.model, model_field.name, chosen)
         if exact is False and method is None:
             raise InvalidQuery(
                 f"exact=False needs a vector index for the {chosen} distance on "
@@ -673,8 +758,15 @@ class VectorQuerySet(models.QuerySet[_M]):
 
     # -- planning -------------------------------------------------------------------------------
 
-    def _plan(self, *, allow_sql: bool = True, force_exact: bool = False) -> _Plan:
-        """Choose the strategy and SQL shape now that filters, slices and ordering are known."""
+    def _plan(
+        self, *, allow_sql: bool = True, force_exact: bool = False, rows: bool = False
+    ) -> _Plan:
+        """Choose the strategy and SQL shape now that filters, slices and ordering are known.
+
+        ``rows``: the plan's model instances are fetched by :meth:`_fetch_all`, which can finish
+        the work in Python (:meth:`_Plan.finish`), so a search ranked only by distance runs as
+        one flat query, as hand-written pgvector SQL would.
+        """
         base = self._chain()
         base._search = None
         base._pinned_settings = {}
@@ -718,6 +810,19 @@ class VectorQuerySet(models.QuerySet[_M]):
         threshold = Q() if search.max_distance is None else Q(distance__lte=search.max_distance)
         outer_high = limit if by_distance else high
         settings: dict[str, Any] = {}
+        # Model instances ranked by distance alone: `score` is computed in Python from
+        # `distance` (the same float arithmetic as the SQL), which spares the database a second
+        # distance per row and the query a second copy of the vector.
+        flat = (
+            rows
+            and self._iterable_class is ModelIterable
+            and by_distance
+            and ordering == ("distance",)
+            and not base.query.distinct
+            and not base.query.combinator
+            and base.query.group_by is None
+        )
+        plan = _Plan(base, strategy=strategy)
         if strategy is Strategy.EXACT:
             if limit is None and search.max_distance is not None:
                 # A threshold without k returns at most MAX_K rows, as the index path does:
@@ -729,8 +834,9 @@ class VectorQuerySet(models.QuerySet[_M]):
             else:
                 # The k nearest by a subquery that computes one distance per filtered row and
                 # selects only the pk; the outer query computes distance and score for k rows.
-                # (In one query, PostgreSQL would compute every distance expression of the
-                # select list for every filtered row before sorting them.)
+                # (In one query, PostgreSQL would compute the whole select list -- every
+                # distance expression, and vector_send() of the vector column, which costs
+                # more than the distance -- for every filtered row before sorting them.)
                 inner = _reorder(base.values("pk"), _swap_distance_ordering(("distance",)))
                 inner.query.standard_ordering = True  # the nearest, even under reverse()
                 inner.query.set_limits(high=limit)
@@ -749,6 +855,14 @@ class VectorQuerySet(models.QuerySet[_M]):
                 wanted = limit + (1 if search.exclude_pk is not None else 0)
                 settings = _index_settings(search.index_method, max(ef, min(wanted, 1000)), False)
                 queryset = base
+            elif flat and search.max_distance is None:
+                # Filtered: the k nearest by an iterative index scan in relaxed order, in one
+                # query; Python puts the k rows in exact order.
+                assert limit is not None
+                settings = _index_settings(search.index_method, ef, True)
+                queryset = base
+                plan.sort_slice = (low, limit)
+                low, outer_high = 0, limit
             else:
                 # Filtered or thresholded: the k nearest by an iterative index scan (relaxed
                 # order, so it keeps going until k rows pass the filters), then sorted again
@@ -770,6 +884,10 @@ class VectorQuerySet(models.QuerySet[_M]):
                 "settings are rolled back with a savepoint; pass exact=True, or lock the rows "
                 "found in a second query."
             )
+        if flat:
+            _drop_annotation(queryset, "score")
+            size = getattr(self.model._meta.get_field(search.field), "length", None)
+            plan.score = functools.partial(search.distance.score_of, dimensions=size)
         queryset.query.set_limits(low, outer_high)
         expected = None
         if (
@@ -780,7 +898,8 @@ class VectorQuerySet(models.QuerySet[_M]):
             and outer_high
         ):
             expected = outer_high - low
-        return _Plan(queryset, settings, strategy, expected)
+        plan.queryset, plan.settings, plan.expected = queryset, settings, expected
+        return plan
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -788,21 +907,22 @@ class VectorQuerySet(models.QuerySet[_M]):
         if self._result_cache is not None or (self._search is None and not self._pinned_settings):
             super()._fetch_all()
             return
-        plan = self._plan()
+        plan = self._plan(rows=True)
         # The plan prefetches nothing: a short answer may be replaced below, and prefetching is
         # done once on the final rows.
         plan.queryset._prefetch_related_lookups = ()
         with apply_settings(plan.queryset.db, plan.settings):
             plan.queryset._fetch_all()
-        results = plan.queryset._result_cache
-        assert results is not None
+        assert plan.queryset._result_cache is not None
+        results = plan.finish(plan.queryset._result_cache)
         if plan.expected is not None and len(results) < plan.expected:
             # The iterative scan hit max_scan_tuples before finding enough rows that pass the
             # filters; an exact scan of the filtered rows is complete.
-            retry = self._plan(force_exact=True).queryset
-            retry._prefetch_related_lookups = ()
-            retry._fetch_all()
-            results = retry._result_cache
+            retry = self._plan(force_exact=True, rows=True)
+            retry.queryset._prefetch_related_lookups = ()
+            retry.queryset._fetch_all()
+            assert retry.queryset._result_cache is not None
+            results = retry.finish(retry.queryset._result_cache)
         self._result_cache = results
         if self._prefetch_related_lookups and not self._prefetch_done:
             self._prefetch_related_objects()
@@ -857,7 +977,7 @@ class VectorQuerySet(models.QuerySet[_M]):
 
     def explain(self, *, format: str | None = None, **options: Any) -> str:
         """EXPLAIN the query as it would run: the chosen strategy, with its settings applied."""
-        plan = self._planned()
+        plan = None if self._search is None and not self._pinned_settings else self._plan(rows=True)
         if plan is None:
             return super().explain(format=format, **options)
         with apply_settings(plan.queryset.db, plan.settings):
@@ -899,6 +1019,12 @@ class VectorQuerySet(models.QuerySet[_M]):
         return self._plan(allow_sql=False).queryset.resolve_expression(*args, **kwargs)
 
     resolve_expression.queryset_only = True  # type: ignore[attr-defined]
+
+
+def _drop_annotation(queryset: models.QuerySet[Any], name: str) -> None:
+    """Stop selecting annotation ``name`` (filters that use it keep their own copy)."""
+    query = queryset.query
+    query.set_annotation_mask(set(query.annotation_select) - {name})
 
 
 def _index_settings(method: IndexMethod | None, ef_search: int, iterative: bool) -> dict[str, Any]:
