@@ -198,7 +198,7 @@ def test_search_on_a_models_own_column_is_one_query_served_by_its_index():
     (sql,) = [q["sql"] for q in queries.captured_queries]
     parts = [part.split()[0] for part in sql.split("; ")]
     assert parts == ["SAVEPOINT", "SET", "SET", "SET", "SELECT", "ROLLBACK", "RELEASE"]
-    assert "SET LOCAL hnsw.ef_search = 400" in sql
+    assert "SET LOCAL hnsw.ef_search = 500" in sql
 
 
 def test_a_selective_filter_still_gets_k_results_thanks_to_iterative_index_scans():

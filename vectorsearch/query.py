@@ -580,12 +580,13 @@ class VectorQuerySet(models.QuerySet[_M]):
                 f"ef_search applies to HNSW indexes; {self.model._meta.label}.{model_field.name} "
                 "is indexed with IVFFlat."
             )
-        # One annotate() call (score refers to distance) and one order_by(): each queryset
-        # method clones the query, which is a measurable share of a fast search.
-        clone = base.annotate(
-            distance=chosen.expression(model_field.name, value),
-            score=chosen.score("distance", dimensions=size),
-        ).order_by("distance")
+        # What annotate() and order_by() would do, on one clone: each queryset method clones
+        # the query, a measurable share of a fast search. (_target() has ruled out model
+        # fields named distance or score, the check annotate() would make.)
+        clone = base._chain()
+        clone.query.add_annotation(chosen.expression(model_field.name, value), "distance")
+        clone.query.add_annotation(chosen.score("distance", dimensions=size), "score")
+        _reorder(clone, ("distance",))
         clone._search = _Search(
             field=model_field.name,
             distance=chosen,
