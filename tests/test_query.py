@@ -756,3 +756,11 @@ def test_score_stays_in_sql_where_the_query_needs_it(articles):
     assert [a.pk for a in kept] == exact_ids(articles)[:5]
     doubled = ranked.annotate(twice=models.F("score") * 2)[:3]
     assert [a.twice for a in doubled] == [2 * a.score for a in doubled]
+
+
+def test_filters_that_match_nothing_or_everything_do_not_break_the_estimate(articles):
+    """Django compiles pk__in=[] to "no rows" and ~Q(pk__in=[]) to "no condition"."""
+    for exact in (None, True, False):
+        assert list(Article.objects.filter(pk__in=[]).similar_to(QUERY, k=3, exact=exact)) == []
+    everything = Article.objects.filter(~Q(pk__in=[])).similar_to(QUERY, k=3)
+    assert [a.pk for a in everything] == exact_ids(articles, k=3)
