@@ -58,6 +58,7 @@ def main() -> None:
     import psycopg
     from django.db import connection, models
     from pgvector.django import CosineDistance
+    from pgvector.django import VectorField as StockVectorField
     from pgvector.psycopg import register_vector
 
     from tests.queryapp.models import BenchItem
@@ -106,7 +107,21 @@ def main() -> None:
     def orm(qs_factory: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], list[int]]:
         return lambda q: [row.pk for row in qs_factory(q)]
 
-    stock_qs = models.QuerySet(BenchItem)
+    class StockBenchItem(models.Model):
+        """The same table through pgvector.django's own field (text reads), as a site has it."""
+
+        category = models.IntegerField()
+        embedding = StockVectorField(dimensions=384)
+
+        class Meta:
+            app_label = "queryapp"
+            managed = False
+            db_table = TABLE
+
+        def __str__(self) -> str:
+            return str(self.pk)
+
+    stock_qs = models.QuerySet(StockBenchItem)
 
     def stock(q: np.ndarray, where: dict[str, Any] | None = None) -> list[int]:
         rows = (

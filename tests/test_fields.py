@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from django import forms
+from django.core import serializers
 from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
 from django.db.models import Subquery
@@ -349,3 +350,17 @@ def test_a_truncated_binary_vector_is_an_error_not_a_shorter_vector():
     assert decode_dense(whole, ">f4") == [1.0, 2.0, 3.0]
     with pytest.raises(ValueError, match="2 of 3 dimensions"):
         decode_dense(whole[:-4], ">f4")
+
+
+@pytest.mark.django_db
+def test_dumpdata_writes_the_stored_numbers_in_their_shortest_form_and_loads_them_back():
+    item = Item.objects.create(name="x", embedding=[0.1, -2.5, 3e-7], half_embedding=[0.1, 2, -3])
+    item = Item.objects.get(pk=item.pk)
+    text = serializers.serialize("json", [item])
+    assert '"embedding": "[0.1,-2.5,3e-07]"' in text
+    assert '"half_embedding": "[0.1,2.0,-3.0]"' in text
+    Item.objects.all().delete()
+    for loaded in serializers.deserialize("json", text):
+        loaded.save()
+    again = Item.objects.get(pk=item.pk)
+    assert (again.embedding, again.half_embedding) == (item.embedding, item.half_embedding)

@@ -416,6 +416,15 @@ class _BinaryReadMixin:
             return decode_dense(value, self._binary_dtype)
         return super().from_db_value(value, expression, connection)  # type: ignore[misc]
 
+    def value_to_string(self, obj: Model) -> str:
+        # dumpdata: each number as the shortest text of the float32 (float16) it is, so a
+        # fixture says 0.1, not 0.10000000149011612, and loads back the same vector.
+        value = self.value_from_object(obj)  # type: ignore[attr-defined]
+        if value is None:
+            return ""
+        dtype = np.float16 if self._binary_dtype == ">f2" else np.float32
+        return "[" + ",".join(str(x) for x in np.asarray(value, dtype=dtype)) + "]"
+
 
 def decode_dense(data: bytes | memoryview, dtype: str) -> list[float]:
     """A list of floats from pgvector's binary ``vector``/``halfvec`` (big-endian) form."""
