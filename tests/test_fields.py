@@ -8,7 +8,7 @@ from django.db.models import Subquery
 from django.test.utils import CaptureQueriesContext, isolate_apps
 from pgvector import Bit, SparseVector, Vector
 
-from tests.testapp.models import Document, Item
+from tests.testapp.models import Document, Item, LegacyItem
 from vectorsearch import BitField, HalfVectorField, HnswIndex, SparseVectorField, VectorField
 from vectorsearch.fields import decode_dense
 
@@ -316,22 +316,44 @@ def test_size_must_be_a_whole_number_and_bits_need_a_length():
 
 
 @pytest.mark.django_db
-def test_dense_vectors_are_read_in_binary_as_the_exact_stored_numbers():
+def test_dense_vectors_read_back_as_the_exact_stored_numbers_whatever_the_path():
     item = Item.objects.create(embedding=[0.1, -2.5, 3e-7], half_embedding=[0.1, 2, -3])
+    stored = np.array([0.1, -2.5, 3e-7], dtype=np.float32).tolist()
+    half = np.array([0.1, 2, -3], dtype=np.float16).tolist()
     with CaptureQueriesContext(connection) as queries:
         item = Item.objects.get(pk=item.pk)
-    sql = queries.captured_queries[0]["sql"]
-    assert 'vector_send("testapp_item"."embedding")' in sql
-    assert 'halfvec_send("testapp_item"."half_embedding")' in sql
-    # What the column holds, float32 (float16) exactly, as pgvector's binary loader reads it.
-    assert item.embedding == np.array([0.1, -2.5, 3e-7], dtype=np.float32).tolist()
-    assert item.half_embedding == np.array([0.1, 2, -3], dtype=np.float16).tolist()
+    assert "vector_send" not in queries.captured_queries[0]["sql"]  # text, outside searches
+    assert (item.embedding, item.half_embedding) == (stored, half)
     assert type(item.embedding) is list and {type(x) for x in item.embedding} == {float}
-    # Text still reads (raw SQL): the same stored numbers, in their shortest decimal form.
-    from_text = Item.objects.raw("SELECT id, embedding, half_embedding FROM testapp_item")[0]
-    assert from_text.embedding == [0.1, -2.5, 3e-7]
-    assert np.array_equal(np.float32(from_text.embedding), np.float32(item.embedding))
-    assert Item.objects.values_list("embedding", flat=True).get() == item.embedding
+    from_raw = Item.objects.raw("SELECT id, embedding, half_embedding FROM testapp_item")[0]
+    assert (from_raw.embedding, from_raw.half_embedding) == (stored, half)
+    assert Item.objects.values_list("embedding", flat=True).get() == stored
+    # A search reads its rows in binary: the same numbers.
+    with CaptureQueriesContext(connection) as queries:
+        (found,) = Item.objects.similar_to([0.1, -2.5, 3e-7], field="embedding", distance="l2")
+    assert 'vector_send("testapp_item"."embedding")' in queries.captured_queries[-1]["sql"]
+    assert 'halfvec_send("testapp_item"."half_embedding")' in queries.captured_queries[-1]["sql"]
+    assert (found.embedding, found.half_embedding) == (stored, half)
+
+
+@pytest.mark.django_db
+def test_vectors_outside_searches_order_group_and_combine_as_vectors():
+    for name, vector in [("a", [2, 0, 0]), ("b", [-1, 0, 0]), ("c", [0.0, 1, 2])]:
+        Item.objects.create(name=name, embedding=vector)
+    Item.objects.create(name="d", embedding=[-0.0, 1, 2])  # the same vector as "c"
+    by_vector = Item.objects.values("name", "embedding").order_by("embedding", "name")
+    assert [row["name"] for row in by_vector] == ["b", "c", "d", "a"]
+    assert Item.objects.values_list("embedding", flat=True).distinct().count() == 3
+    groups = Item.objects.values("embedding").annotate(n=models.Count("id")).order_by("-n")
+    assert groups[0]["n"] == 2
+    legacy = LegacyItem.objects.create(embedding=[5, 5, 5])
+    union = Item.objects.values_list("embedding", flat=True).union(
+        LegacyItem.objects.values_list("embedding", flat=True)
+    )
+    assert sorted(map(tuple, union)) == sorted(
+        [(2.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 2.0), (5.0, 5.0, 5.0)]
+    )
+    assert legacy.pk
 
 
 @pytest.mark.django_db
@@ -350,6 +372,12 @@ def test_a_truncated_binary_vector_is_an_error_not_a_shorter_vector():
     assert decode_dense(whole, ">f4") == [1.0, 2.0, 3.0]
     with pytest.raises(ValueError, match="2 of 3 dimensions"):
         decode_dense(whole[:-4], ">f4")
+
+
+def test_serializing_an_unsaved_instance_takes_any_accepted_value():
+    for value in (Vector([0.1, 0.2, 0.3]), "[0.1, 0.2, 0.3]", np.array([0.1, 0.2, 0.3])):
+        text = serializers.serialize("json", [Item(name="x", embedding=value)])
+        assert '"embedding": "[0.1,0.2,0.3]"' in text
 
 
 @pytest.mark.django_db

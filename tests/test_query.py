@@ -2,15 +2,15 @@ import numpy as np
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.paginator import Paginator
-from django.db import connection, models, transaction
-from django.db.models import Avg, CharField, Count, Func, Q, Value
+from django.db import NotSupportedError, connection, models, transaction
+from django.db.models import Avg, CharField, Count, F, FilteredRelation, Func, Q, Value, Window
 from django.test import override_settings
 from pgvector.django import CosineDistance
 
 from tests.queryapp.models import Article, Category, Tag
 from tests.testapp.models import Document, Item, LegacyItem
-from vectorsearch import InvalidQuery, VectorField, VectorManager
-from vectorsearch.query import mmr_select
+from vectorsearch import HnswIndex, InvalidQuery, VectorField, VectorManager
+from vectorsearch.query import Strategy, mmr_select
 
 pytestmark = pytest.mark.django_db
 
@@ -764,3 +764,67 @@ def test_filters_that_match_nothing_or_everything_do_not_break_the_estimate(arti
         assert list(Article.objects.filter(pk__in=[]).similar_to(QUERY, k=3, exact=exact)) == []
     everything = Article.objects.filter(~Q(pk__in=[])).similar_to(QUERY, k=3)
     assert [a.pk for a in everything] == exact_ids(articles, k=3)
+
+
+def test_slicing_or_combining_before_similar_to_is_refused(articles):
+    with pytest.raises(TypeError, match="once a slice has been taken"):
+        Article.objects.order_by("pk")[:5].similar_to(QUERY)
+    with pytest.raises(NotSupportedError, match="similar_to\\(\\) after union\\(\\)"):
+        Article.objects.all().union(Article.objects.all()).similar_to(QUERY)
+
+
+def test_an_annotation_replacing_or_beside_score_keeps_the_sql_form(articles):
+    ranked = Article.objects.similar_to(QUERY, k=3, exact=True)
+    scaled = ranked.annotate(score=F("score") * 100)
+    assert [a.score for a in scaled] == [s for _, s in scaled.values_list("pk", "score")]
+    assert all(a.score > 1 for a in scaled)
+    doubled = ranked.annotate(distance=F("distance") * 2)
+    assert [a.score for a in doubled] == [s for _, s in doubled.values_list("pk", "score")]
+    # A window counts the k rows found, whichever strategy finds them.
+    force_index()
+    for exact in (True, False):
+        counted = (
+            Article.objects.filter(price__lt=50)
+            .similar_to(QUERY, k=10, exact=exact)
+            .annotate(n=Window(Count("id")))
+        )
+        assert {a.n for a in counted} == {10}, exact
+
+
+def test_an_offset_page_of_a_flat_index_search_runs_one_query(articles, django_assert_num_queries):
+    force_index()
+    expected = exact_ids(articles, keep=lambda a: a.price < 50)
+    with override_settings(VECTORSEARCH={"EXACT_SEARCH_MAX_ROWS": 0}):
+        page = Article.objects.filter(price__lt=50).similar_to(QUERY, k=10)[3:7]
+        page.explain()  # the planner's estimate, cached
+        with django_assert_num_queries(1):
+            assert [a.pk for a in page] == expected[3:7]
+
+
+def test_the_estimate_cache_tells_filtered_relation_conditions_apart(articles):
+    def search(condition):
+        return (
+            Article.objects.annotate(c=FilteredRelation("category", condition=condition))
+            .filter(c__isnull=False)
+            .similar_to(QUERY, k=5)
+        )
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE queryapp_category")
+    with override_settings(VECTORSEARCH={"EXACT_SEARCH_MAX_ROWS": 100}):
+        one = articles[0].category.name
+        broad = search(Q(category__name__startswith=one[:1]))
+        assert broad._plan().strategy is Strategy.INDEX
+        assert search(Q(category__name=one))._plan().strategy is Strategy.EXACT
+
+
+def test_the_field_and_distance_follow_a_change_of_indexes(monkeypatch):
+    for distance, operator in [("l2", "<->"), ("inner_product", "<#>"), ("cosine", "<=>")] * 2:
+        index = HnswIndex(fields=["embedding"], distance=distance, name="article_tmp")
+        monkeypatch.setattr(Article._meta, "indexes", [index])
+        assert operator in str(Article.objects.similar_to([1, 2, 3, 4]).query)
+    indexes = [HnswIndex(fields=["embedding"], distance="l2", name="article_tmp")]
+    monkeypatch.setattr(Article._meta, "indexes", indexes)
+    assert "<->" in str(Article.objects.similar_to([1, 2, 3, 4]).query)
+    indexes[0] = HnswIndex(fields=["embedding"], distance="l1", name="article_tmp")
+    assert "<+>" in str(Article.objects.similar_to([1, 2, 3, 4]).query)

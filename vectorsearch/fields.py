@@ -389,32 +389,44 @@ def check_vectors_before_save(
         raise ValidationError(errors)
 
 
+#: Set on a Query (``query.vectorsearch_binary = True``) whose rows go straight to Python:
+#: its vector and halfvec columns are then selected in pgvector's binary form.
+BINARY_READS = "vectorsearch_binary"
+
+
 class _BinaryReadMixin:
-    """Read dense vectors in pgvector's binary form, not as text.
+    """Dense vectors read back as the exact float32 (float16) numbers the column stores.
 
-    A 384-dimension vector is ~4 KB of decimal text that the server formats number by number and
-    Python parses back float by float: for the ten rows of a search, about 0.8 ms -- a third of
-    the query. Selected as ``vector_send(column)`` instead, the same numbers travel as bytes and
-    decode in one numpy call. The floats read back are the exact float32 (float16) values the
-    column stores, as ``pgvector.psycopg``'s binary loader gives them: ``0.1`` is stored as
-    ``0.10000000149011612``.
+    Whatever the path -- text, binary, ``raw()``, pgvector's own psycopg loaders -- a stored
+    ``0.1`` reads back as ``0.10000000149011612``, the float32 it is, as ``pgvector.psycopg``'s
+    binary loader gives it; the same row never reads back as two different lists.
 
-    Text still works (``raw()`` queries, a ``RETURNING`` clause, a connection with pgvector's own
-    loaders registered), and columns a subquery selects stay vectors for the outer query.
+    The queries the search layer runs for model instances (:mod:`vectorsearch.query`) set
+    :data:`BINARY_READS` on their Query: a 384-dimension vector is ~4 KB of decimal text that the
+    server formats and Python parses float by float -- for the ten rows of a search about 0.8 ms,
+    a third of the query -- while ``vector_send(column)`` sends the bytes, decoded in one numpy
+    call. Only there: elsewhere a selected column may be ordered, grouped, compared (DISTINCT,
+    UNION) or read by an outer query as a vector, which its bytes are not.
     """
 
     _send_function: ClassVar[str]
     _binary_dtype: ClassVar[str]
+    _dtype: ClassVar[type[np.floating[Any]]]
 
     def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:
-        if compiler.query.subquery:
-            return sql, params
-        return f"{self._send_function}({sql})", params
+        query = compiler.query
+        if getattr(query, BINARY_READS, False) and not query.subquery:
+            return f"{self._send_function}({sql})", params
+        return sql, params
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if value is None:
+            return None
         if isinstance(value, bytes | memoryview):
             return decode_dense(value, self._binary_dtype)
-        return super().from_db_value(value, expression, connection)  # type: ignore[misc]
+        numbers = super().from_db_value(value, expression, connection)  # type: ignore[misc]
+        values: list[float] = np.asarray(numbers, dtype=self._dtype).tolist()
+        return values
 
     def value_to_string(self, obj: Model) -> str:
         # dumpdata: each number as the shortest text of the float32 (float16) it is, so a
@@ -422,8 +434,8 @@ class _BinaryReadMixin:
         value = self.value_from_object(obj)  # type: ignore[attr-defined]
         if value is None:
             return ""
-        dtype = np.float16 if self._binary_dtype == ">f2" else np.float32
-        return "[" + ",".join(str(x) for x in np.asarray(value, dtype=dtype)) + "]"
+        numbers = self._validated(value)  # type: ignore[attr-defined]
+        return "[" + ",".join(str(x) for x in np.asarray(numbers, dtype=self._dtype)) + "]"
 
 
 def decode_dense(data: bytes | memoryview, dtype: str) -> list[float]:
@@ -446,6 +458,7 @@ class VectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.VectorField
     vector_type = "vector"
     _send_function = "vector_send"
     _binary_dtype = ">f4"
+    _dtype = np.float32
 
 
 class HalfVectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.HalfVectorField):
@@ -454,6 +467,7 @@ class HalfVectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.HalfVec
     vector_type = "halfvec"
     _send_function = "halfvec_send"
     _binary_dtype = ">f2"
+    _dtype = np.float16
 
 
 class SparseVectorField(_ValidatedMixin, pgvector_django.SparseVectorField):

@@ -62,7 +62,7 @@ from pgvector import Bit, HalfVector, SparseVector, Vector
 from .conf import get_settings
 from .distances import Distance, IndexMethod, vector_type_of
 from .exceptions import ImproperlyConfiguredVectorSearch, InvalidQuery
-from .fields import validate_dense_array
+from .fields import BINARY_READS, validate_dense_array
 from .indexes import index_distance, index_method, serves_column, vector_indexes
 from .search_settings import apply_settings
 
@@ -244,6 +244,9 @@ class _Search:
     ef_search: int | None
     exclude_pk: Any
     index_method: IndexMethod | None
+    # The two annotations as similar_to() added them: a later annotate() that replaces one
+    # (or builds on it) must keep the SQL form.
+    annotations: tuple[Any, Any] = (None, None)
 
 
 @dataclass
@@ -288,7 +291,8 @@ def index_method_for(
     return IndexMethod.IVFFLAT if methods else None
 
 
-_TARGETS: dict[tuple[Any, ...], tuple[Any, Distance, IndexMethod | None]] = {}
+_TARGETS: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any, Distance, IndexMethod | None]] = {}
+_TARGETS_MAX = 1024
 
 
 def _target(
@@ -296,22 +300,21 @@ def _target(
 ) -> tuple[models.Field[Any, Any], Distance, IndexMethod | None]:
     """(vector field, distance, index method) of a search; InvalidQuery when they are wrong.
 
-    Remembered per model, field, distance and index list: it reads the model's indexes, which
-    do not change between requests, and every search asks.
+    Remembered per model, field and distance while the model's indexes are the same objects:
+    it reads them, they do not change between requests, and every search asks.
     """
-    key: tuple[Any, ...] = (
-        model,
-        field,
-        distance,
-        id(model._meta.indexes),
-        len(model._meta.indexes),
-    )
+    key: tuple[Any, ...] = (model, field, distance)
+    indexes = tuple(model._meta.indexes)
     try:
-        return _TARGETS[key]
-    except KeyError:
-        pass
+        known = _TARGETS.get(key)
     except TypeError:  # an unhashable argument, which resolving reports
-        key = ()
+        key, known = (), None
+    if (
+        known is not None
+        and len(known[0]) == len(indexes)
+        and all(a is b for a, b in zip(known[0], indexes, strict=True))
+    ):
+        return known[1:]
     model_field = resolve_field(model, field)
     chosen = resolve_distance(model, model_field, distance)
     taken = {"distance", "score"} & {f.name for f in model._meta.get_fields()}
@@ -324,7 +327,9 @@ def _target(
         )
     target = (model_field, chosen, index_method_for(model, model_field.name, chosen))
     if key:
-        _TARGETS[key] = target
+        if len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.clear()
+        _TARGETS[key] = (indexes, *target)
     return target
 
 
@@ -473,16 +478,17 @@ def _estimate_rows(queryset: models.QuerySet[Any]) -> float:
         return 0.0
     except FullResultSet:  # e.g. ~Q(pk__in=[]): every row matches
         where_sql, where_params = "", []
-    joins = tuple(
-        (
-            alias,
-            join.table_name,
-            getattr(join, "join_type", None),
-            getattr(join, "join_field", None),
-        )
-        for alias, join in query.alias_map.items()
+    # Joins compare by table, join columns, type and FilteredRelation condition.
+    key: tuple[Any, ...] | None = (
+        queryset.db,
+        query.model,
+        where_sql,
+        tuple(where_params),
+        tuple(query.alias_map.values()),
+        tuple(query.extra_tables),
+        query.distinct,
+        tuple(query.distinct_fields),
     )
-    key: tuple[Any, ...] | None = (queryset.db, query.model, where_sql, *where_params, *joins)
     now = time.monotonic()
     try:
         cached = _ESTIMATES.get(key)  # type: ignore[arg-type]
@@ -572,6 +578,9 @@ class VectorQuerySet(models.QuerySet[_M]):
             raise InvalidQuery(
                 "This queryset is already ranked by similar_to(); call it once per queryset."
             )
+        self._not_support_combined_queries("similar_to")  # type: ignore[attr-defined]
+        if self.query.is_sliced:
+            raise TypeError("Cannot rank a query by similarity once a slice has been taken.")
         model_field, chosen, method = _target(self.model, field, distance)
         k = check_k(k)
         ef_search = check_ef_search(ef_search)
@@ -621,6 +630,7 @@ class VectorQuerySet(models.QuerySet[_M]):
             ef_search=ef_search,
             exclude_pk=exclude_pk,
             index_method=method,
+            annotations=(clone.query.annotations["distance"], clone.query.annotations["score"]),
         )
         return clone
 
@@ -837,6 +847,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         # Model instances ranked by distance alone: `score` is computed in Python from
         # `distance` (the same float arithmetic as the SQL), which spares the database a second
         # distance per row and the query a second copy of the vector.
+        annotations = base.query.annotations
         flat = (
             rows
             and self._iterable_class is ModelIterable
@@ -845,6 +856,11 @@ class VectorQuerySet(models.QuerySet[_M]):
             and not base.query.distinct
             and not base.query.combinator
             and base.query.group_by is None
+            # No annotation but similar_to()'s own, unchanged: a window, an aggregate or a
+            # replaced score must see the rows the SQL form gives it.
+            and annotations.keys() == {"distance", "score"}
+            and annotations["distance"] is search.annotations[0]
+            and annotations["score"] is search.annotations[1]
         )
         plan = _Plan(base, strategy=strategy)
         if strategy is Strategy.EXACT:
@@ -886,7 +902,7 @@ class VectorQuerySet(models.QuerySet[_M]):
                 settings = _index_settings(search.index_method, ef, True)
                 queryset = base
                 plan.sort_slice = (low, limit)
-                low, outer_high = 0, limit
+                outer_high = limit
             else:
                 # Filtered or thresholded: the k nearest by an iterative index scan (relaxed
                 # order, so it keeps going until k rows pass the filters), then sorted again
@@ -912,7 +928,10 @@ class VectorQuerySet(models.QuerySet[_M]):
             _drop_annotation(queryset, "score")
             size = getattr(self.model._meta.get_field(search.field), "length", None)
             plan.score = functools.partial(search.distance.score_of, dimensions=size)
-        queryset.query.set_limits(low, outer_high)
+            # Its rows go straight to model instances: vectors may travel in binary.
+            setattr(queryset.query, BINARY_READS, True)
+        # The flat index query fetches the k nearest from the start; Python cuts [low:high].
+        queryset.query.set_limits(0 if plan.sort_slice else low, outer_high)
         expected = None
         if (
             strategy is Strategy.INDEX
