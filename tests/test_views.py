@@ -143,6 +143,18 @@ def test_pages_link_to_each_other_and_keep_the_filters(client, notes):
     assert first_titles.isdisjoint({r.title for r in second.context["results"]})
 
 
+def test_tracking_parameters_from_a_newsletter_link_are_ignored_not_refused(client, notes):
+    plain = client.get(PAGE, {"q": "cats"})
+    tracked = client.get(
+        PAGE, {"q": "cats", "utm_source": "newsletter", "utm_medium": "email", "fbclid": "x1"}
+    )
+    assert tracked.status_code == 200
+    assert [r.title for r in tracked.context["results"]] == [
+        r.title for r in plain.context["results"]
+    ]
+    assert client.get(PAGE, {"q": "cats", "utm": "x"}).status_code == 400  # not a pattern
+
+
 def test_a_bad_request_is_shown_kindly_with_status_400(client, notes):
     response = client.get(PAGE, {"q": "x", "password__startswith": "a"})
     assert response.status_code == 400

@@ -20,6 +20,7 @@ message, never a 500 and never the database's own error text.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import re
@@ -196,6 +197,22 @@ class VectorSearchView(View):
     facets: bool = True
     #: The snippet's length in characters.
     snippet_length: int = 240
+    #: Parameters that links from newsletters, ads and social sites add, ignored rather than
+    #: refused (shell-style patterns; a filter of the same name still applies).
+    ignored_parameters: Sequence[str] = (
+        "utm_*",
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "mc_cid",
+        "mc_eid",
+        "_ga",
+        "_gl",
+    )
 
     # -- what is searched ----------------------------------------------------------------------
 
@@ -300,6 +317,10 @@ class VectorSearchView(View):
             return self.render_error(e.message, e.status, form=form)
         return self.render_results(checked, form, results, has_next, facets)
 
+    def ignores_parameter(self, name: str) -> bool:
+        """Whether GET parameter ``name`` is tracking noise (:attr:`ignored_parameters`)."""
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.ignored_parameters)
+
     def check(
         self, params: QueryDict, form: SearchForm, registrations: list[Registration]
     ) -> CheckedSearch | None:
@@ -314,6 +335,8 @@ class VectorSearchView(View):
         unknown = [key for key in params if key not in PARAMETERS]
         by_label = {r.model._meta.label_lower: r for r in registrations}
         allowed = {name for r in registrations for name in self.get_filters(r)}
+        ignored = {key for key in unknown if key not in allowed and self.ignores_parameter(key)}
+        unknown = [key for key in unknown if key not in ignored]
         for key in unknown:
             if key not in allowed:
                 accepted = ", ".join([*PARAMETERS, *sorted(allowed)])
