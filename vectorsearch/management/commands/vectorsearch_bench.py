@@ -12,6 +12,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from pgvector import HalfVector, Vector
 
 from ...registry import Registration
+from ...search_settings import apply_settings
 from ..utils import fraction, int_list, positive_int, registration_indexes, select_registrations
 
 DEFAULT_EF_SEARCH = "10,20,40,80,160,320"
@@ -201,34 +202,28 @@ class Command(BaseCommand):
         ef_search: int | None,
         using: str,
     ) -> tuple[list[list[Any]], list[float]]:
-        connection = connections[using]
+        # Exact: no index, a scan and a sort, the ground truth. Otherwise the index, even where
+        # the planner would scan a small table. Sent with each query, as a search's are.
+        settings: dict[str, Any] = (
+            {"enable_indexscan": "off"}
+            if ef_search is None
+            else {"enable_seqscan": "off", "hnsw.ef_search": int(ef_search)}
+        )
         results, times = [], []
         for vector in vectors:
-            with transaction.atomic(using=using):
-                with connection.cursor() as cursor:
-                    if ef_search is None:
-                        # Exact: no index, a scan and a sort, the ground truth.
-                        cursor.execute("SET LOCAL enable_indexscan = off")
-                    else:
-                        # The index, even where the planner would scan a small table.
-                        cursor.execute("SET LOCAL enable_seqscan = off")
-                        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
-                query = self.ranked(registration, vector, k, using)
-                started = time.perf_counter()
+            query = self.ranked(registration, vector, k, using)
+            started = time.perf_counter()
+            with apply_settings(using, settings):
                 results.append(list(query))
-                times.append(time.perf_counter() - started)
-                _restore_planner(connection)
+            times.append(time.perf_counter() - started)
         return results, times
 
     def uses_index(
         self, registration: Registration, vector: np.ndarray[Any, Any], k: int, using: str
     ) -> bool:
         names = registration_indexes(registration, using)
-        with transaction.atomic(using=using):
-            with connections[using].cursor() as cursor:
-                cursor.execute("SET LOCAL enable_seqscan = off")
+        with apply_settings(using, {"enable_seqscan": "off"}):
             plan = self.ranked(registration, vector, k, using).explain()
-            _restore_planner(connections[using])
         return any(name in plan for name in names)
 
 
@@ -244,14 +239,6 @@ def recall(found: list[tuple[Any, float]], exact: list[tuple[Any, float]]) -> fl
     tolerance = 1e-6 * max(1.0, abs(kth))
     hits = sum(1 for _, distance in found if distance <= kth + tolerance)
     return min(hits, len(exact)) / len(exact)
-
-
-def _restore_planner(connection: Any) -> None:
-    """Undo the SET LOCALs: inside a caller's transaction (a test, a shell) the atomic blocks
-    here are savepoints, whose release would not end them."""
-    with connection.cursor() as cursor:
-        for name in ("enable_indexscan", "enable_seqscan", "hnsw.ef_search"):
-            cursor.execute(f"SET LOCAL {name} TO DEFAULT")
 
 
 def _ms(seconds: Any) -> float:
