@@ -152,12 +152,8 @@ def stored_vector(registration: Registration, obj: models.Model, using: str) -> 
             obj.refresh_from_db(fields=[attname])
         return getattr(obj, attname)
     row = (
-        Embedding.objects.using(using)
-        .filter(
-            content_type_id=registration.content_type_id(using),
-            object_id=str(obj.pk),
-            key=registration.key,
-        )
+        registration.embedding_rows(using)
+        .filter(object_id=str(obj.pk))
         .values_list("vector", flat=True)
         .first()
     )
@@ -391,12 +387,8 @@ class VectorSearchAdminMixin(_Base):
             objects = list(changelist.result_list)
             using = changelist.queryset.db
             vectors = dict(
-                Embedding.objects.using(using)
-                .filter(
-                    content_type_id=registration.content_type_id(using),
-                    key=registration.key,
-                    object_id__in=[str(obj.pk) for obj in objects],
-                )
+                registration.embedding_rows(using)
+                .filter(object_id__in=[str(obj.pk) for obj in objects])
                 .values_list("object_id", "vector")
             )
             for obj in objects:

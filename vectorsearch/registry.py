@@ -123,18 +123,22 @@ class Registration:
             return models.F(self.vector_field)
         return Cast("vector", output_field=self.cast_field())
 
+    def embedding_rows(self, using: str, *, current: bool = False) -> models.QuerySet[Any]:
+        """This registration's rows of the ``Embedding`` table (vectors or bookkeeping);
+        ``current``: only those its embedder made, the ones a search may compare."""
+        from .models import Embedding
+
+        rows = Embedding.objects.using(using).filter(
+            content_type_id=self.content_type_id(using), key=self.key
+        )
+        return rows.filter(identity=self.embedder.identity) if current else rows
+
     def foreign_vectors(self, using: str) -> models.QuerySet[Any]:
         """Bookkeeping rows saying the vector of the outer row was made by another embedder
         (for ``~Exists(...)`` on the model's own column)."""
-        from .models import Embedding
-
         return (
-            Embedding.objects.using(using)
-            .filter(
-                content_type_id=self.content_type_id(using),
-                key=self.key,
-                object_id=Cast(OuterRef("pk"), output_field=models.TextField()),
-            )
+            self.embedding_rows(using)
+            .filter(object_id=Cast(OuterRef("pk"), output_field=models.TextField()))
             .exclude(identity=self.embedder.identity)
         )
 

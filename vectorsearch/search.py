@@ -151,15 +151,10 @@ def query_vector(registration: Registration, query: Any, distance: Distance | No
 def _search_generic(
     queryset: models.QuerySet[Any], registration: Registration, vector: Any, distance: Any, k: int
 ) -> models.QuerySet[Any]:
-    from .models import Embedding
 
     using = queryset.db
     model = registration.model
-    own = Embedding.objects.using(using).filter(
-        content_type_id=registration.content_type_id(using),
-        key=registration.key,
-        identity=registration.embedder.identity,
-    )
+    own = registration.embedding_rows(using, current=True)
     ranked = own.annotate(
         _vs_distance=distance.expression(registration.vector_expression(), vector)
     )

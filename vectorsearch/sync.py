@@ -100,15 +100,10 @@ def stored_states(
     registration: Registration, object_ids: Sequence[str], using: str
 ) -> dict[str, State]:
     """The Embedding rows of ``object_ids`` for this registration."""
-    from .models import Embedding
 
     rows = (
-        Embedding.objects.using(using)
-        .filter(
-            content_type_id=registration.content_type_id(using),
-            key=registration.key,
-            object_id__in=list(object_ids),
-        )
+        registration.embedding_rows(using)
+        .filter(object_id__in=list(object_ids))
         .annotate(
             has_vector=models.ExpressionWrapper(
                 models.Q(vector__isnull=False), output_field=models.BooleanField()

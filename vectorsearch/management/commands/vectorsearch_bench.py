@@ -158,14 +158,7 @@ class Command(BaseCommand):
     def base(self, registration: Registration, using: str) -> tuple[models.QuerySet[Any], str]:
         """The rows searched, and the name of their object id."""
         if registration.is_generic:
-            from ...models import Embedding
-
-            queryset: models.QuerySet[Any] = Embedding.objects.using(using).filter(
-                content_type_id=registration.content_type_id(using),
-                key=registration.key,
-                identity=registration.embedder.identity,
-            )
-            return queryset, "object_id"
+            return registration.embedding_rows(using, current=True), "object_id"
         name = registration.vector_field
         manager = registration.model._base_manager.using(using)
         return manager.filter(**{f"{name}__isnull": False}), "pk"

@@ -164,19 +164,10 @@ class Command(BaseCommand):
         )
 
     def data_size(self, registration: Registration, using: str) -> tuple[int, int]:
-        from ...models import Embedding
 
         dimensions = registration.embedder.dimensions
         if registration.is_generic:
-            rows = (
-                Embedding.objects.using(using)
-                .filter(
-                    content_type_id=registration.content_type_id(using),
-                    key=registration.key,
-                    identity=registration.embedder.identity,
-                )
-                .count()
-            )
+            rows = registration.embedding_rows(using, current=True).count()
         else:
             manager = registration.model._base_manager.using(using)
             rows = manager.filter(**{f"{registration.vector_field}__isnull": False}).count()
