@@ -828,3 +828,10 @@ def test_the_field_and_distance_follow_a_change_of_indexes(monkeypatch):
     assert "<->" in str(Article.objects.similar_to([1, 2, 3, 4]).query)
     indexes[0] = HnswIndex(fields=["embedding"], distance="l1", name="article_tmp")
     assert "<+>" in str(Article.objects.similar_to([1, 2, 3, 4]).query)
+
+
+def test_an_index_search_without_k_or_slice_returns_up_to_max_k_rows(articles):
+    force_index()
+    with override_settings(VECTORSEARCH={"MAX_K": 20}):
+        found = list(Article.objects.filter(price__lt=50).similar_to(QUERY, exact=False))
+    assert [a.pk for a in found] == exact_ids(articles, keep=lambda a: a.price < 50, k=20)

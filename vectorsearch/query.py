@@ -895,10 +895,9 @@ class VectorQuerySet(models.QuerySet[_M]):
                 wanted = limit + (1 if search.exclude_pk is not None else 0)
                 settings = _index_settings(search.index_method, max(ef, min(wanted, 1000)), False)
                 queryset = base
-            elif flat and search.max_distance is None:
+            elif flat and search.max_distance is None and limit is not None:
                 # Filtered: the k nearest by an iterative index scan in relaxed order, in one
                 # query; Python puts the k rows in exact order.
-                assert limit is not None
                 settings = _index_settings(search.index_method, ef, True)
                 queryset = base
                 plan.sort_slice = (low, limit)
