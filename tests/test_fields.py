@@ -392,3 +392,23 @@ def test_dumpdata_writes_the_stored_numbers_in_their_shortest_form_and_loads_the
         loaded.save()
     again = Item.objects.get(pk=item.pk)
     assert (again.embedding, again.half_embedding) == (item.embedding, item.half_embedding)
+
+
+@pytest.mark.django_db
+def test_the_largest_float32_and_float16_survive_a_dumpdata_round_trip():
+    biggest = float(np.finfo(np.float32).max)
+    item = Item.objects.create(
+        name="x", embedding=[biggest, -biggest, 1], half_embedding=[65504, 1, 2]
+    )
+    text = serializers.serialize("json", [Item.objects.get(pk=item.pk)])
+    assert "3.4028235e+38" in text
+    Item.objects.all().delete()
+    for loaded in serializers.deserialize("json", text):
+        loaded.save()
+    again = Item.objects.get(pk=item.pk)
+    assert again.embedding == [biggest, -biggest, 1.0]
+    assert again.half_embedding == [65504.0, 1.0, 2.0]
+    with pytest.raises(ValidationError, match="outside the range"):
+        Item(embedding=[3.41e38, 0, 0]).full_clean()
+    with pytest.raises(ValidationError, match="outside the range"):
+        Item(half_embedding=[65520, 0, 0]).full_clean()  # rounds to infinity in float16

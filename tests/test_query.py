@@ -835,3 +835,39 @@ def test_an_index_search_without_k_or_slice_returns_up_to_max_k_rows(articles):
     with override_settings(VECTORSEARCH={"MAX_K": 20}):
         found = list(Article.objects.filter(price__lt=50).similar_to(QUERY, exact=False))
     assert [a.pk for a in found] == exact_ids(articles, keep=lambda a: a.price < 50, k=20)
+
+
+def test_search_vectors_are_encoded_after_the_sort_not_for_every_sorted_row(articles):
+    """Where PostgreSQL sorts (here: no index scans), vector_send() must not run for every row
+    entering the sort, only for the k returned: the planner postpones a volatile expression."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_indexscan = off")
+    plan = Article.objects.filter(price__lt=50).similar_to(QUERY, k=5).explain(verbose=True)
+    sort_input = plan.split("Sort Key")[1]  # the nodes below the Sort
+    assert "vector_send" not in sort_input
+    assert "vector_send" in plan.split("Sort Key")[0]
+    found = list(Article.objects.filter(price__lt=50).similar_to(QUERY, k=5))
+    assert [a.pk for a in found] == exact_ids(articles, keep=lambda a: a.price < 50, k=5)
+
+
+def test_extra_order_by_keeps_the_search_in_sql(articles):
+    force_index()
+    with override_settings(VECTORSEARCH={"EXACT_SEARCH_MAX_ROWS": 0}):
+        by_price = Article.objects.filter(price__lt=50).similar_to(QUERY, k=5)
+        ids = {a.pk for a in by_price.extra(order_by=["price"])}
+    assert ids == set(exact_ids(articles, keep=lambda a: a.price < 50, k=5))
+
+
+def test_a_filtered_relation_search_reuses_its_estimate(articles, django_assert_num_queries):
+    def search():
+        return (
+            Article.objects.annotate(
+                c=FilteredRelation("category", condition=Q(category__name="c1"))
+            )
+            .filter(c__isnull=False)
+            .similar_to(QUERY, k=3)
+        )
+
+    list(search())
+    with django_assert_num_queries(1):  # the search, not another EXPLAIN
+        list(search())

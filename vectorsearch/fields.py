@@ -103,8 +103,15 @@ def _parse_text(text: str, vector_type: str) -> list[float]:
 
 
 def _check_elements(array: np.ndarray[Any, Any], vector_type: str, limit: float) -> None:
-    """Raise ValidationError at the first NaN, infinity or number beyond ``limit``."""
-    bad = ~np.isfinite(array) | (np.abs(array) > limit)
+    """Raise ValidationError at the first NaN, infinity or number beyond ``limit``.
+
+    "Beyond" means: rounds to infinity in the column's type (float16 for ``limit`` =
+    FLOAT16_MAX, else float32), so the shortest text of the largest float32, 3.4028235e+38,
+    which is a hair above it as a Python float, is still accepted.
+    """
+    dtype = np.float16 if limit == FLOAT16_MAX else np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(array) | ~np.isfinite(array.astype(dtype))
     if not bad.any():
         return
     position = int(np.argmax(bad))
@@ -416,7 +423,11 @@ class _BinaryReadMixin:
     def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:
         query = compiler.query
         if getattr(query, BINARY_READS, False) and not query.subquery:
-            return f"{self._send_function}({sql})", params
+            # vector_send() costs ~3 us a row. Where PostgreSQL sorts instead of walking the
+            # index (a small table, a filter it serves from a B-tree), it would run for every
+            # row entering the sort: 35 ms instead of 13 ms for 10,000 rows. A volatile
+            # expression is evaluated after Sort and Limit, for the k rows returned only.
+            return f"CASE WHEN random() >= 0 THEN {self._send_function}({sql}) END", params
         return sql, params
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:

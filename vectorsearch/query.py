@@ -478,13 +478,24 @@ def _estimate_rows(queryset: models.QuerySet[Any]) -> float:
         return 0.0
     except FullResultSet:  # e.g. ~Q(pk__in=[]): every row matches
         where_sql, where_params = "", []
-    # Joins compare by table, join columns, type and FilteredRelation condition.
+    joins = tuple(
+        (
+            alias,
+            join.table_name,
+            getattr(join, "parent_alias", None),
+            getattr(join, "join_field", None),
+            getattr(join, "join_type", None),
+            # A FilteredRelation's condition is part of its join (and not hashable itself).
+            str(getattr(join.filtered_relation, "condition", "")),
+        )
+        for alias, join in query.alias_map.items()
+    )
     key: tuple[Any, ...] | None = (
         queryset.db,
         query.model,
         where_sql,
         tuple(where_params),
-        tuple(query.alias_map.values()),
+        joins,
         tuple(query.extra_tables),
         query.distinct,
         tuple(query.distinct_fields),
@@ -853,6 +864,7 @@ class VectorQuerySet(models.QuerySet[_M]):
             and self._iterable_class is ModelIterable
             and by_distance
             and ordering == ("distance",)
+            and not base.query.extra_order_by
             and not base.query.distinct
             and not base.query.combinator
             and base.query.group_by is None
