@@ -346,14 +346,13 @@ def test_vectors_outside_searches_order_group_and_combine_as_vectors():
     assert Item.objects.values_list("embedding", flat=True).distinct().count() == 3
     groups = Item.objects.values("embedding").annotate(n=models.Count("id")).order_by("-n")
     assert groups[0]["n"] == 2
-    legacy = LegacyItem.objects.create(embedding=[5, 5, 5])
+    LegacyItem.objects.create(embedding=[5, 5, 5])
     union = Item.objects.values_list("embedding", flat=True).union(
         LegacyItem.objects.values_list("embedding", flat=True)
     )
     assert sorted(map(tuple, union)) == sorted(
         [(2.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 2.0), (5.0, 5.0, 5.0)]
     )
-    assert legacy.pk
 
 
 @pytest.mark.django_db
@@ -369,9 +368,9 @@ def test_a_subquery_selecting_a_vector_still_compares_as_a_vector():
 
 def test_a_truncated_binary_vector_is_an_error_not_a_shorter_vector():
     whole = bytes([0, 3, 0, 0]) + np.array([1, 2, 3], dtype=">f4").tobytes()
-    assert decode_dense(whole, ">f4") == [1.0, 2.0, 3.0]
+    assert decode_dense(whole, np.float32) == [1.0, 2.0, 3.0]
     with pytest.raises(ValueError, match="2 of 3 dimensions"):
-        decode_dense(whole[:-4], ">f4")
+        decode_dense(whole[:-4], np.float32)
 
 
 def test_serializing_an_unsaved_instance_takes_any_accepted_value():
@@ -386,7 +385,7 @@ def test_dumpdata_writes_the_stored_numbers_in_their_shortest_form_and_loads_the
     item = Item.objects.get(pk=item.pk)
     text = serializers.serialize("json", [item])
     assert '"embedding": "[0.1,-2.5,3e-07]"' in text
-    assert '"half_embedding": "[0.1,2.0,-3.0]"' in text
+    assert '"half_embedding": "[0.1,2,-3]"' in text
     Item.objects.all().delete()
     for loaded in serializers.deserialize("json", text):
         loaded.save()

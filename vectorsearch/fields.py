@@ -35,8 +35,6 @@ __all__ = [
     "VectorFormField",
 ]
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 # pgvector's limits on a column's declared size (pgvector 0.8).
 MAX_DIMENSIONS = {
@@ -102,14 +100,11 @@ def _parse_text(text: str, vector_type: str) -> list[float]:
     return numbers
 
 
-def _check_elements(array: np.ndarray[Any, Any], vector_type: str, limit: float) -> None:
-    """Raise ValidationError at the first NaN, infinity or number beyond ``limit``.
-
-    "Beyond" means: rounds to infinity in the column's type (float16 for ``limit`` =
-    FLOAT16_MAX, else float32), so the shortest text of the largest float32, 3.4028235e+38,
-    which is a hair above it as a Python float, is still accepted.
-    """
-    dtype = np.float16 if limit == FLOAT16_MAX else np.float32
+def _check_elements(array: np.ndarray[Any, Any], vector_type: str, dtype: Any) -> None:
+    """Raise ValidationError at the first NaN, infinity or number the column's ``dtype``
+    (float32, float16) cannot hold: one that rounds to infinity in it. (So the shortest text of
+    the largest float32, 3.4028235e+38, a hair above it as a Python float, is accepted.)"""
+    limit = float(np.finfo(dtype).max)
     with np.errstate(over="ignore", invalid="ignore"):
         bad = ~np.isfinite(array) | ~np.isfinite(array.astype(dtype))
     if not bad.any():
@@ -170,7 +165,7 @@ def validate_dense_array(
     """:func:`validate_dense`, returning the float64 numpy array (no list built)."""
     array = _dense_array(value, vector_type)
     _check_length(array.shape[0], dimensions, vector_type)
-    _check_elements(array, vector_type, FLOAT16_MAX if vector_type == "halfvec" else FLOAT32_MAX)
+    _check_elements(array, vector_type, np.float16 if vector_type == "halfvec" else np.float32)
     return array
 
 
@@ -208,7 +203,7 @@ def validate_sparse(
             "index_out_of_range",
             dimensions=value.dimensions(),
         )
-    _check_elements(np.asarray(value.values(), dtype=np.float64), "sparsevec", FLOAT32_MAX)
+    _check_elements(np.asarray(value.values(), dtype=np.float64), "sparsevec", np.float32)
     checked: SparseVector = value
     return checked
 
@@ -417,7 +412,6 @@ class _BinaryReadMixin:
     """
 
     _send_function: ClassVar[str]
-    _binary_dtype: ClassVar[str]
     _dtype: ClassVar[type[np.floating[Any]]]
 
     def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:
@@ -434,7 +428,7 @@ class _BinaryReadMixin:
         if value is None:
             return None
         if isinstance(value, bytes | memoryview):
-            return decode_dense(value, self._binary_dtype)
+            return decode_dense(value, self._dtype)
         numbers = super().from_db_value(value, expression, connection)  # type: ignore[misc]
         values: list[float] = np.asarray(numbers, dtype=self._dtype).tolist()
         return values
@@ -446,12 +440,23 @@ class _BinaryReadMixin:
         if value is None:
             return ""
         numbers = self._validated(value)  # type: ignore[attr-defined]
-        return "[" + ",".join(str(x) for x in np.asarray(numbers, dtype=self._dtype)) + "]"
+        return "[" + ",".join(shortest_texts(numbers, self._dtype)) + "]"
 
 
-def decode_dense(data: bytes | memoryview, dtype: str) -> list[float]:
-    """A list of floats from pgvector's binary ``vector``/``halfvec`` (big-endian) form."""
-    array = np.frombuffer(data, dtype=dtype, offset=4)
+def shortest_texts(values: Any, dtype: Any) -> list[str]:
+    """Each number as the shortest text that reads back as the same ``dtype`` (float32,
+    float16) value: 0.10000000149011612 as "0.1", the float32 it is; 1.0 as "1"."""
+    texts = []
+    for x in np.asarray(values, dtype=dtype):
+        number = float(x)
+        texts.append(str(int(number)) if number.is_integer() and abs(number) < 1e16 else str(x))
+    return texts
+
+
+def decode_dense(data: bytes | memoryview, dtype: Any) -> list[float]:
+    """A list of floats from pgvector's binary ``vector`` (``dtype`` float32) or ``halfvec``
+    (float16) form: big-endian numbers after a 4-byte header."""
+    array = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder(">"), offset=4)
     dimensions = int.from_bytes(data[:2], "big")
     if array.shape[0] != dimensions:
         raise ValueError(f"Truncated binary vector: {array.shape[0]} of {dimensions} dimensions.")
@@ -468,7 +473,6 @@ class VectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.VectorField
 
     vector_type = "vector"
     _send_function = "vector_send"
-    _binary_dtype = ">f4"
     _dtype = np.float32
 
 
@@ -477,7 +481,6 @@ class HalfVectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.HalfVec
 
     vector_type = "halfvec"
     _send_function = "halfvec_send"
-    _binary_dtype = ">f2"
     _dtype = np.float16
 
 
@@ -532,14 +535,7 @@ class VectorWidget(forms.TextInput):
         if isinstance(value, Vector | HalfVector):
             value = value.to_list()
         # A form posted back unchanged stores exactly what was there.
-        return "[" + ", ".join(_number_text(x, self.dtype) for x in value) + "]"
-
-
-def _number_text(x: Any, dtype: Any) -> str:
-    number = float(x)
-    if number.is_integer() and abs(number) < 1e16:
-        return str(int(number))
-    return str(dtype(number))
+        return "[" + ", ".join(shortest_texts(value, self.dtype)) + "]"
 
 
 class _VectorFormFieldMixin:

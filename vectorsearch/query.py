@@ -246,7 +246,7 @@ class _Search:
     index_method: IndexMethod | None
     # The two annotations as similar_to() added them: a later annotate() that replaces one
     # (or builds on it) must keep the SQL form.
-    annotations: tuple[Any, Any] = (None, None)
+    annotations: tuple[Any, Any]
 
 
 @dataclass
