@@ -337,6 +337,23 @@ def test_dense_vectors_read_back_as_the_exact_stored_numbers_whatever_the_path()
 
 
 @pytest.mark.django_db
+def test_any_float32_is_written_as_its_shortest_text_and_stored_exactly():
+    rng = np.random.default_rng(7)
+    # Every magnitude a float32 holds, subnormals and the extremes included.
+    numbers = (rng.normal(size=3000) * 10.0 ** rng.integers(-45, 38, size=3000)).astype(np.float32)
+    numbers[:6] = [np.finfo(np.float32).max, -np.finfo(np.float32).max, 1e-45, -0.0, 0.1, 1]
+    vectors = numbers.reshape(-1, 3)
+    with CaptureQueriesContext(connection) as queries:
+        Item.objects.bulk_create([Item(name=str(i), embedding=v) for i, v in enumerate(vectors)])
+    assert "[3.4028235e+38,-3.4028235e+38,1e-45]" in queries.captured_queries[0]["sql"]
+    assert "[-0.0,0.1,1.0]" in queries.captured_queries[0]["sql"]  # not 0.10000000149011612
+    stored = np.array(
+        [row.embedding for row in Item.objects.order_by("id")], dtype=np.float32
+    ).view(np.uint32)
+    assert np.array_equal(stored, vectors.view(np.uint32))  # bit for bit, -0.0 included
+
+
+@pytest.mark.django_db
 def test_vectors_outside_searches_order_group_and_combine_as_vectors():
     for name, vector in [("a", [2, 0, 0]), ("b", [-1, 0, 0]), ("c", [0.0, 1, 2])]:
         Item.objects.create(name=name, embedding=vector)

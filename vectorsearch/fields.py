@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import orjson
 from django import forms
 from django.core import checks
 from django.core.exceptions import ValidationError
@@ -106,7 +107,7 @@ def _check_elements(array: np.ndarray[Any, Any], vector_type: str, dtype: Any) -
     the largest float32, 3.4028235e+38, a hair above it as a Python float, is accepted.)"""
     limit = float(np.finfo(dtype).max)
     with np.errstate(over="ignore", invalid="ignore"):
-        bad = ~np.isfinite(array) | ~np.isfinite(array.astype(dtype))
+        bad = ~np.isfinite(array.astype(dtype))  # NaN and infinity stay so in the cast
     if not bad.any():
         return
     position = int(np.argmax(bad))
@@ -157,6 +158,18 @@ def validate_dense(value: Any, *, vector_type: str, dimensions: int | None) -> l
         value, vector_type=vector_type, dimensions=dimensions
     ).tolist()
     return values
+
+
+def dense_text(values: Any) -> str:
+    """pgvector's text form of a dense vector, ``[0.1,-2.5,...]``: each number as the shortest
+    text of its float32, which the server reads back as that same float32 (a halfvec column then
+    rounds it to float16, as it would any text).
+
+    orjson writes a 384-dimension vector in ~11 µs; formatting the floats in Python takes ~80 µs
+    with ``%.9g`` and ~200 µs with ``str()``, on every search and every save.
+    """
+    array = np.ascontiguousarray(values, dtype=np.float32)
+    return orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def validate_dense_array(
@@ -396,8 +409,9 @@ def check_vectors_before_save(
 BINARY_READS = "vectorsearch_binary"
 
 
-class _BinaryReadMixin:
-    """Dense vectors read back as the exact float32 (float16) numbers the column stores.
+class _DenseMixin:
+    """vector and halfvec: written as :func:`dense_text`, read back as the exact float32 (float16)
+    numbers the column stores.
 
     Whatever the path -- text, binary, ``raw()``, pgvector's own psycopg loaders -- a stored
     ``0.1`` reads back as ``0.10000000149011612``, the float32 it is, as ``pgvector.psycopg``'s
@@ -411,6 +425,7 @@ class _BinaryReadMixin:
     UNION) or read by an outer query as a vector, which its bytes are not.
     """
 
+    vector_type: ClassVar[str]
     _send_function: ClassVar[str]
     _dtype: ClassVar[type[np.floating[Any]]]
 
@@ -423,6 +438,15 @@ class _BinaryReadMixin:
             # expression is evaluated after Sort and Limit, for the k rows returned only.
             return f"CASE WHEN random() >= 0 THEN {self._send_function}({sql}) END", params
         return sql, params
+
+    def get_prep_value(self, value: Any) -> Any:
+        if value is None or hasattr(value, "resolve_expression"):
+            return super().get_prep_value(value)  # type: ignore[misc]
+        return dense_text(
+            validate_dense_array(
+                value, vector_type=self.vector_type, dimensions=getattr(self, "dimensions", None)
+            )
+        )
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         if value is None:
@@ -453,10 +477,16 @@ def shortest_texts(values: Any, dtype: Any) -> list[str]:
     return texts
 
 
+@functools.cache
+def _big_endian(dtype: Any) -> np.dtype[Any]:
+    swapped: np.dtype[Any] = np.dtype(dtype).newbyteorder(">")
+    return swapped
+
+
 def decode_dense(data: bytes | memoryview, dtype: Any) -> list[float]:
     """A list of floats from pgvector's binary ``vector`` (``dtype`` float32) or ``halfvec``
     (float16) form: big-endian numbers after a 4-byte header."""
-    array = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder(">"), offset=4)
+    array = np.frombuffer(data, dtype=_big_endian(dtype), offset=4)
     dimensions = int.from_bytes(data[:2], "big")
     if array.shape[0] != dimensions:
         raise ValueError(f"Truncated binary vector: {array.shape[0]} of {dimensions} dimensions.")
@@ -464,7 +494,7 @@ def decode_dense(data: bytes | memoryview, dtype: Any) -> list[float]:
     return values
 
 
-class VectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.VectorField):
+class VectorField(_DenseMixin, _ValidatedMixin, pgvector_django.VectorField):
     """A pgvector ``vector(dimensions)`` column of float32 numbers.
 
     Accepts lists, tuples, numpy arrays and :class:`pgvector.Vector`; reads back a list of floats,
@@ -476,7 +506,7 @@ class VectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.VectorField
     _dtype = np.float32
 
 
-class HalfVectorField(_BinaryReadMixin, _ValidatedMixin, pgvector_django.HalfVectorField):
+class HalfVectorField(_DenseMixin, _ValidatedMixin, pgvector_django.HalfVectorField):
     """A pgvector ``halfvec(dimensions)`` column of float16 numbers (±65,504)."""
 
     vector_type = "halfvec"
