@@ -21,10 +21,12 @@ The pgvector settings the plan needs are sent with ``SET LOCAL`` in the search's
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import json
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,13 +58,15 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, RowNumber
 from django.db.models.lookups import GreaterThanOrEqual
 from django.db.models.query import ModelIterable
+from django.db.models.sql import Query
 from django.utils.functional import cached_property
 from pgvector import Bit, HalfVector, SparseVector, Vector
 
+from . import replay
 from .conf import get_settings
 from .distances import Distance, IndexMethod, vector_type_of
 from .exceptions import ImproperlyConfiguredVectorSearch, InvalidQuery
-from .fields import BINARY_READS, validate_dense_array
+from .fields import BINARY_READS, dense_text, validate_dense_array
 from .indexes import index_distance, index_method, serves_column, vector_indexes
 from .search_settings import apply_settings
 
@@ -182,17 +186,7 @@ def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) 
         return Bit(value).to_text(), value
     if vtype == "sparsevec":
         return value, value
-    return QueryVector(vector_literal(value), vtype or "vector"), value
-
-
-def vector_literal(value: Any) -> str:
-    """``[1,2,3]`` text for a dense vector, formatted once per query.
-
-    ``%.9g`` is exact for float32 (what a vector column stores) and several times faster than
-    ``str()`` of each numpy scalar, which matters at 384+ dimensions on every request.
-    """
-    numbers = np.asarray(value, dtype=np.float32).tolist()
-    return "[" + ",".join(["%.9g"] * len(numbers)) % tuple(numbers) + "]"
+    return QueryVector(dense_text(value), vtype or "vector"), value
 
 
 _TEXT = TextField()
@@ -244,9 +238,11 @@ class _Search:
     ef_search: int | None
     exclude_pk: Any
     index_method: IndexMethod | None
+    # The size of the vectors for a Hamming score (bits), else None.
+    size: int | None
     # The two annotations as similar_to() added them: a later annotate() that replaces one
-    # (or builds on it) must keep the SQL form.
-    annotations: tuple[Any, Any]
+    # (or builds on it) must keep the SQL form. None until they are added (see _build()).
+    annotations: tuple[Any, Any] | None = None
 
 
 @dataclass
@@ -530,14 +526,34 @@ class VectorQuerySet(models.QuerySet[_M]):
     are chosen when the queryset runs, once every filter, slice and ordering is known.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: type[_M] | None = None,
+        query: Query | None = None,
+        using: str | None = None,
+        hints: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(model, query, using, hints)
         self._search: _Search | None = None
         # Settings pinned by hybrid_search() for its single statement.
         self._pinned_settings: dict[str, Any] = {}
+        # How this queryset was made, for vectorsearch.replay: the model, then each recorded
+        # method and its arguments. A clone starts without one; recorded methods give theirs.
+        self._recipe: tuple[Any, ...] | None = (model,) if query is None else None
+        # Set when code outside QuerySet read the Query, which it may have changed in place.
+        self._touched = False
+        # similar_to()'s annotations, ordering and then a slice, not yet added to the Query:
+        # a replayed search never needs them (see _build()).
+        self._unbuilt = False
+        self._pending_limits: tuple[int | None, int | None] | None = None
 
     if TYPE_CHECKING:  # Django's private queryset API, which django-stubs leaves out.
+        _query: Query
+        _known_related_objects: dict[Any, Any]
+        _deferred_filter: tuple[bool, tuple[Any, ...], dict[str, Any]] | None
         _fields: tuple[str, ...] | None
+        _sticky_filter: bool
+        _defer_next_filter: bool
         _prefetch_related_lookups: tuple[Any, ...]
         _prefetch_done: bool
 
@@ -546,10 +562,111 @@ class VectorQuerySet(models.QuerySet[_M]):
         def _iterator(self, use_chunked_fetch: bool, chunk_size: int | None) -> Iterator[Any]: ...
 
     def _clone(self) -> Self:
+        # Django's _clone() reads self.query, which adds similar_to()'s annotations first.
         clone: Self = super()._clone()  # type: ignore[misc]
         clone._search = self._search
         clone._pinned_settings = self._pinned_settings
         return clone
+
+    @property
+    def query(self) -> Query:
+        if sys._getframe(1).f_globals.get("__name__") not in _TRUSTED_MODULES:
+            # Code outside QuerySet may change the Query in place: the recipe stops being a
+            # description of it.
+            self._touched = True
+        if self._unbuilt:
+            self._build()
+        query: Query = models.QuerySet.query.fget(self)  # type: ignore[attr-defined]
+        return query
+
+    @query.setter
+    def query(self, value: Query) -> None:
+        if self._unbuilt:
+            self._build()
+        self._touched = True
+        models.QuerySet.query.fset(self, value)  # type: ignore[attr-defined]
+
+    def _build(self) -> None:
+        """Add what similar_to() recorded to the Query: the distance and score annotations,
+        the ordering by distance, and a slice taken since.
+
+        On a copy, put in place when complete: another thread reading the same queryset (a
+        module-level one, say) sees the Query before or after, never half-built.
+        """
+        search = self._search
+        assert search is not None
+        query = self._query.chain()
+        query.add_annotation(search.distance.expression(search.field, search.value), "distance")
+        query.add_annotation(search.distance.score("distance", dimensions=search.size), "score")
+        query.clear_ordering(force=True, clear_default=False)
+        query.add_ordering("distance")
+        if self._pending_limits is not None:
+            query.set_limits(*self._pending_limits)
+        self._search = dataclasses.replace(
+            search, annotations=(query.annotations["distance"], query.annotations["score"])
+        )
+        self._query = query
+        self._unbuilt = False
+
+    def _next_is_sticky(self) -> Self:
+        self._touched = True  # the next filter reuses joins: a recipe would not say so
+        sticky: Self = super()._next_is_sticky()  # type: ignore[misc]
+        return sticky
+
+    # -- recorded methods (see vectorsearch.replay) ---------------------------------------------
+
+    def _own_recipe(self) -> tuple[Any, ...] | None:
+        return None if self._touched else self._recipe
+
+    def _recorded(self, clone: Self, recipe: tuple[Any, ...] | None, *step: Any) -> Self:
+        if not clone._touched:
+            clone._recipe = replay.record(recipe, *step)
+        return clone
+
+    def all(self) -> Self:
+        recipe = self._own_recipe()
+        return self._recorded(super().all(), recipe, "all")
+
+    def filter(self, *args: Any, **kwargs: Any) -> Self:
+        recipe = self._own_recipe()
+        return self._recorded(super().filter(*args, **kwargs), recipe, "filter", args, kwargs)
+
+    def exclude(self, *args: Any, **kwargs: Any) -> Self:
+        recipe = self._own_recipe()
+        return self._recorded(super().exclude(*args, **kwargs), recipe, "exclude", args, kwargs)
+
+    def select_related(self, *fields: Any) -> Self:
+        recipe = self._own_recipe()
+        return self._recorded(super().select_related(*fields), recipe, "select_related", fields)
+
+    def using(self, alias: str | None) -> Self:
+        recipe = self._own_recipe()
+        return self._recorded(super().using(alias), recipe, "using", alias)
+
+    def __getitem__(self, k: Any) -> Any:
+        recipe = self._own_recipe()
+        plain = isinstance(k, slice) and k.step is None and _index(k.start) and _index(k.stop)
+        if (
+            plain
+            and self._unbuilt
+            and self._pending_limits is None
+            and self._result_cache is None
+            and not self._sticky_filter
+        ):
+            # A slice of a search not built yet stays unbuilt: the limits wait with it. A
+            # clone as Django's _clone() makes one, without reading (so building) self.query.
+            clone = self.__class__.__new__(self.__class__)
+            clone.__dict__.update(self.__dict__)
+            clone._query = self._query.chain()
+            clone._prefetch_related_lookups = self._prefetch_related_lookups[:]
+            clone._defer_next_filter = False
+            clone._touched = False
+            clone._pending_limits = (k.start, k.stop)
+            return self._recorded(clone, recipe, "slice", k.start, k.stop)
+        result = super().__getitem__(k)
+        if plain and isinstance(result, VectorQuerySet):
+            return self._recorded(result, recipe, "slice", k.start, k.stop)
+        return result
 
     # -- building -------------------------------------------------------------------------------
 
@@ -585,6 +702,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         Raises :class:`~vectorsearch.exceptions.InvalidQuery` before any SQL runs when the
         vector, field, distance or an option is wrong.
         """
+        recipe = self._own_recipe()
         if self._search is not None:
             raise InvalidQuery(
                 "This queryset is already ranked by similar_to(); call it once per queryset."
@@ -623,13 +741,10 @@ class VectorQuerySet(models.QuerySet[_M]):
                 f"ef_search applies to HNSW indexes; {self.model._meta.label}.{model_field.name} "
                 "is indexed with IVFFlat."
             )
-        # What annotate() and order_by() would do, on one clone: each queryset method clones
-        # the query, a measurable share of a fast search. (_target() has ruled out model
-        # fields named distance or score, the check annotate() would make.)
+        # The annotations and the ordering are added to the Query when something needs it
+        # (_build()); a search run again from its recipe never does. (_target() has ruled out
+        # model fields named distance or score, the check annotate() would make.)
         clone = base._chain()
-        clone.query.add_annotation(chosen.expression(model_field.name, value), "distance")
-        clone.query.add_annotation(chosen.score("distance", dimensions=size), "score")
-        _reorder(clone, ("distance",))
         clone._search = _Search(
             field=model_field.name,
             distance=chosen,
@@ -641,8 +756,14 @@ class VectorQuerySet(models.QuerySet[_M]):
             ef_search=ef_search,
             exclude_pk=exclude_pk,
             index_method=method,
-            annotations=(clone.query.annotations["distance"], clone.query.annotations["score"]),
+            size=size,
         )
+        clone._unbuilt = True
+        if base is self and isinstance(value, QueryVector):
+            # The recipe leaves the vector out: that is what changes between runs.
+            self._recorded(
+                clone, recipe, "similar_to", field, distance, k, threshold, exact, ef_search
+            )
         return clone
 
     def hybrid_search(
@@ -871,6 +992,7 @@ class VectorQuerySet(models.QuerySet[_M]):
             # No annotation but similar_to()'s own, unchanged: a window, an aggregate or a
             # replaced score must see the rows the SQL form gives it.
             and annotations.keys() == {"distance", "score"}
+            and search.annotations is not None
             and annotations["distance"] is search.annotations[0]
             and annotations["score"] is search.annotations[1]
         )
@@ -881,19 +1003,29 @@ class VectorQuerySet(models.QuerySet[_M]):
                 # the size of the answer must not depend on which strategy the planner chose.
                 limit = conf["MAX_K"]
                 outer_high = limit if by_distance else high
-            if limit is None:
+            if limit is None or flat:
+                # Model instances ranked by distance: one query, whose select list is only the
+                # columns and the distance (score is Python's, vectors are encoded after the
+                # sort: BINARY_READS). 0.1 ms less planning than the two-level form below.
                 queryset = base.filter(threshold) if threshold else base
+                if flat:
+                    # The selected distance is itself "+ 0", and ordered by its alias: no
+                    # vector index serves it, and each row's distance is computed once.
+                    queryset.query.add_annotation(
+                        search.distance.expression(search.field, search.value) + Value(0.0),
+                        "distance",
+                    )
             else:
                 # The k nearest by a subquery that computes one distance per filtered row and
                 # selects only the pk; the outer query computes distance and score for k rows.
                 # (In one query, PostgreSQL would compute the whole select list -- every
-                # distance expression, and vector_send() of the vector column, which costs
-                # more than the distance -- for every filtered row before sorting them.)
+                # annotation, the score's second distance -- for every filtered row before
+                # sorting them.)
                 inner = _reorder(base.values("pk"), _swap_distance_ordering(("distance",)))
                 inner.query.standard_ordering = True  # the nearest, even under reverse()
                 inner.query.set_limits(high=limit)
                 queryset = base.filter(Q(pk__in=inner) & threshold)
-            _reorder(queryset, _swap_distance_ordering(ordering))
+            _reorder(queryset, ordering if flat else _swap_distance_ordering(ordering))
         else:
             ef = search.ef_search or conf["FILTERED_EF_SEARCH" if filtered else "EF_SEARCH"]
             simple = (
@@ -961,14 +1093,27 @@ class VectorQuerySet(models.QuerySet[_M]):
         if self._result_cache is not None or (self._search is None and not self._pinned_settings):
             super()._fetch_all()
             return
-        plan = self._plan(rows=True)
-        # The plan prefetches nothing: a short answer may be replaced below, and prefetching is
-        # done once on the final rows.
-        plan.queryset._prefetch_related_lookups = ()
-        with apply_settings(plan.queryset.db, plan.settings):
-            plan.queryset._fetch_all()
-        assert plan.queryset._result_cache is not None
-        results = plan.finish(plan.queryset._result_cache)
+        cache_key = self._statement_key()
+        statement = None if cache_key is None else replay.lookup(cache_key)
+        if statement is None:
+            plan = self._plan(rows=True)
+            # The plan prefetches nothing: a short answer may be replaced below, and
+            # prefetching is done once on the final rows.
+            plan.queryset._prefetch_related_lookups = ()
+            if cache_key is not None:
+                statement = replay.Statement.compile(plan, self._literal())
+                if statement is not None:
+                    replay.remember(cache_key, statement)
+        if statement is not None:
+            plan = statement.plan
+            with apply_settings(self.db, plan.settings):
+                fetched = statement.rows(self.db, self._literal(), list)
+        else:
+            with apply_settings(plan.queryset.db, plan.settings):
+                plan.queryset._fetch_all()
+            assert plan.queryset._result_cache is not None
+            fetched = plan.queryset._result_cache
+        results = plan.finish(fetched)
         if plan.expected is not None and len(results) < plan.expected:
             # The iterative scan hit max_scan_tuples before finding enough rows that pass the
             # filters; an exact scan of the filtered rows is complete.
@@ -980,6 +1125,25 @@ class VectorQuerySet(models.QuerySet[_M]):
         self._result_cache = results
         if self._prefetch_related_lookups and not self._prefetch_done:
             self._prefetch_related_objects()
+
+    def _statement_key(self) -> tuple[Any, ...] | None:
+        """The key of this search's compiled statement (vectorsearch.replay), or None when it
+        must be compiled from its Query."""
+        if (
+            self._touched
+            or self._recipe is None
+            or self._pinned_settings
+            or self._iterable_class is not ModelIterable
+            or self._known_related_objects
+            or self._prefetch_related_lookups
+            or self._deferred_filter is not None
+        ):
+            return None
+        return replay.key(self._recipe, self.db)
+
+    def _literal(self) -> str:
+        assert self._search is not None and isinstance(self._search.value, QueryVector)
+        return self._search.value.literal
 
     def _found_rows(self) -> models.QuerySet[_M]:
         """The rows this search finds, as a plain queryset of their primary keys."""
@@ -1073,6 +1237,14 @@ class VectorQuerySet(models.QuerySet[_M]):
         return self._plan(allow_sql=False).queryset.resolve_expression(*args, **kwargs)
 
     resolve_expression.queryset_only = True  # type: ignore[attr-defined]
+
+
+# Modules whose reads of QuerySet.query change only the clones they make.
+_TRUSTED_MODULES = frozenset({"django.db.models.query", __name__, "vectorsearch.replay"})
+
+
+def _index(value: Any) -> bool:
+    return value is None or (type(value) is int and value >= 0)
 
 
 def _drop_annotation(queryset: models.QuerySet[Any], name: str) -> None:
