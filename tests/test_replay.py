@@ -2,23 +2,30 @@
 
 import datetime
 import decimal
+import inspect
+import sys
+import threading
+import zoneinfo
 from contextlib import contextmanager
 from unittest import mock
 
 import numpy as np
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import FieldError
 from django.db import connection
 from django.db.models import F, Q, Value
 from django.db.models.sql.compiler import SQLCompiler
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from tests import test_query
 from tests.queryapp.models import Article, Category
 from tests.test_query import QUERY, ROWS, exact_ids
-from vectorsearch import replay
+from vectorsearch import HnswIndex, VectorQuerySet, replay
+from vectorsearch.models import Embedding
 
 pytestmark = pytest.mark.django_db
 
@@ -211,3 +218,201 @@ def test_only_plain_values_are_recorded_and_their_type_counts():
             replay.freeze(value)
     assert replay.record(None, "filter") is None
     assert replay.record((Article,), "filter", (), {"price": F("pk")}) is None
+
+
+# -- 1. "More like this": the excluded instance is not part of the recipe ----------------------
+
+
+@pytest.mark.parametrize("exact", [True, None])
+def test_more_like_this_leaves_out_its_own_instance_every_time(articles, exact):
+    first, second = articles[0], articles[1]
+    list(Article.objects.similar_to(first, exact=exact)[:5])
+    found = [a.pk for a in Article.objects.similar_to(second, exact=exact)[:5]]
+    assert second.pk not in found
+    assert found == exact_ids(articles, second.embedding, keep=lambda a: a.pk != second.pk, k=5)
+
+
+def test_a_vector_search_after_a_more_like_this_search_leaves_nothing_out(articles):
+    instance = articles[0]
+    list(Article.objects.similar_to(instance, exact=True)[:5])
+    found = [a.pk for a in Article.objects.similar_to(instance.embedding, exact=True)[:5]]
+    # A plain vector search leaves nothing out: the row itself is the nearest.
+    assert found == exact_ids(articles, instance.embedding, k=5)
+    assert found[0] == instance.pk
+
+
+# -- 2. Values that compare equal in Python but are different SQL parameters --------------------
+
+
+def embeddings_at(*instants):
+    article_type = ContentType.objects.get_for_model(Article)
+    rows = []
+    for i, instant in enumerate(instants):
+        row = Embedding.objects.create(
+            content_type=article_type,
+            object_id=str(i),
+            key="k",
+            identity="x",
+            vector=[1.0, float(i), 0.5],
+        )
+        Embedding.objects.filter(pk=row.pk).update(updated_at=instant)
+        rows.append(row.pk)
+    return rows
+
+
+def test_dst_ambiguous_datetimes_equal_in_python_are_different_instants_in_sql():
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    edt = datetime.datetime(2026, 11, 1, 1, 30, tzinfo=new_york)  # 05:30 UTC
+    est = edt.replace(fold=1)  # 06:30 UTC: another instant, yet == edt and same hash
+    assert edt == est and edt.astimezone(datetime.UTC) != est.astimezone(datetime.UTC)
+    early, late = embeddings_at(edt, est)
+
+    def search(when):
+        return (
+            VectorQuerySet(Embedding)
+            .filter(updated_at=when)
+            .similar_to([1, 0, 0], field="vector", distance="l2", exact=True)[:5]
+        )
+
+    assert [e.pk for e in search(edt)] == [early]
+    assert [e.pk for e in search(est)] == [late]
+
+
+def test_equal_decimals_with_another_text_are_different_parameters(articles):
+    Article.objects.filter(pk=articles[0].pk).update(title="price 1.0")
+    Article.objects.filter(pk=articles[1].pk).update(title="price 1.00")
+
+    def search(value):
+        return Article.objects.filter(title__endswith=value).similar_to(QUERY, exact=True)[:5]
+
+    assert [a.pk for a in search(decimal.Decimal("1.0"))] == [articles[0].pk]
+    assert [a.pk for a in search(decimal.Decimal("1.00"))] == [articles[1].pk]
+
+
+# -- 3. The recipe leaves out the queryset class and what its methods depend on -----------------
+
+
+class LocalizedQuerySet(VectorQuerySet):
+    """Lookups on `text` go to the active language's column, as django-modeltranslation's
+    MultilingualQuerySet rewrites `title` to `title_en`/`title_fr` in _filter_or_exclude()."""
+
+    def _filter_or_exclude(self, negate, args, kwargs):
+        column = "title" if translation.get_language() == "en" else "body"
+        kwargs = {
+            (column + key[4:] if key.startswith("text") else key): value
+            for key, value in kwargs.items()
+        }
+        return super()._filter_or_exclude(negate, args, kwargs)
+
+
+def test_a_queryset_subclass_that_rewrites_lookups_per_language_is_compiled_every_time(
+    articles,
+):
+    def search(vector):
+        return (
+            LocalizedQuerySet(Article)
+            .filter(text__contains="cats")
+            .similar_to(vector, exact=True)[:3]
+        )
+
+    with translation.override("en"):
+        assert len(list(search(QUERY))) == 3  # titles mention cats
+    with translation.override("fr"):
+        # Every body is empty: nothing matches in French.
+        assert list(search([0.1, 0.2, 0.3, 0.4])) == []
+
+
+def test_a_change_of_indexes_is_seen_by_a_replayed_search(articles, monkeypatch):
+    """The recipe holds the distance the search resolved (from Meta.indexes), not None."""
+    l2 = HnswIndex(fields=["embedding"], distance="l2", name="article_tmp")
+    monkeypatch.setattr(Article._meta, "indexes", [l2])
+    list(Article.objects.similar_to(QUERY, exact=True)[:3])
+    cos = HnswIndex(fields=["embedding"], distance="cosine", name="article_tmp")
+    monkeypatch.setattr(Article._meta, "indexes", [cos])
+    ranked = Article.objects.similar_to(QUERY, exact=True)[:3]
+    assert "<=>" in str(Article.objects.similar_to(QUERY, exact=True)[:3].query)
+    found = list(ranked)
+    assert [a.pk for a in found] == exact_ids(articles, k=3)
+    assert found[0].distance == pytest.approx(cosine(found[0], QUERY), abs=1e-6)
+
+
+# -- 4. The lazy build moves errors and is not safe for two threads ----------------------------
+
+
+def test_a_bad_expression_query_is_reported_by_similar_to_not_later(articles):
+    """An expression query is never replayed, so it is built at once: its errors show there."""
+    with pytest.raises(FieldError):
+        Article.objects.similar_to(F("nope"))
+
+
+# -- 5. Two threads reading one unbuilt search ----------------------------------------------
+
+
+def test_two_threads_reading_one_unbuilt_search_build_it_once(articles):
+    """The second reader waits for the first one's build instead of building on top of it
+    (which applied the pending slice twice)."""
+    shared = Article.objects.similar_to(QUERY, exact=True)[2:5]  # a module-level search, say
+    lines, start = inspect.getsourcelines(VectorQuerySet._build)
+    target = start + next(i for i, line in enumerate(lines) if "self._unbuilt = False" in line)
+    code = VectorQuerySet._build.__code__
+    paused, resume = threading.Event(), threading.Event()
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno == target:
+                paused.set()
+                resume.wait(5)
+            return local
+
+        return local
+
+    found = {}
+
+    def first_reader():
+        sys.settrace(tracer)
+        try:
+            found["first"] = shared.all()
+        finally:
+            sys.settrace(None)
+
+    def second_reader():
+        found["second"] = shared.all()
+
+    first = threading.Thread(target=first_reader)
+    first.start()
+    assert paused.wait(5)
+    second = threading.Thread(target=second_reader)
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # waiting for the first build
+    resume.set()
+    first.join()
+    second.join()
+    expected = exact_ids(articles, k=5)[2:]
+    assert [a.pk for a in found["first"]] == expected
+    assert [a.pk for a in found["second"]] == expected
+    assert [a.pk for a in shared] == expected
+
+
+def test_replay_can_be_turned_off(articles):
+    with override_settings(VECTORSEARCH={"REPLAY_SEARCHES": False}):
+        for vector in vectors(2):
+            with compilations() as calls:
+                found = list(Article.objects.similar_to(vector, exact=True)[:3])
+            assert calls
+            assert [a.pk for a in found] == exact_ids(articles, vector, k=3)
+    assert not replay._STATEMENTS
+
+
+def test_replay_searches_must_be_a_boolean():
+    from vectorsearch.conf import get_settings
+    from vectorsearch.exceptions import ImproperlyConfiguredVectorSearch
+
+    with (
+        override_settings(VECTORSEARCH={"REPLAY_SEARCHES": "yes"}),
+        pytest.raises(ImproperlyConfiguredVectorSearch, match="REPLAY_SEARCHES"),
+    ):
+        get_settings()

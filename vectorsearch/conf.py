@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     # When a filtered search does not say exact= or not, it scans the filtered rows exactly if the
     # planner expects at most this many of them, and uses the index otherwise.
     "EXACT_SEARCH_MAX_ROWS": 5_000,
+    # Run a search shape seen before (same filters and arguments, another vector) with the SQL
+    # compiled for it then (docs/query.md, "Repeated searches"). Turn off if a custom lookup or
+    # expression compiles to SQL that depends on request state other than the time zone.
+    "REPLAY_SEARCHES": True,
     # Reciprocal rank fusion constant for hybrid search: 1 / (RRF_K + rank).
     "RRF_K": 60,
     # What saving a registered object does to its vector: "immediate" (embed in post_save),
@@ -84,6 +88,11 @@ def get_settings() -> dict[str, Any]:
         raise ImproperlyConfiguredVectorSearch(
             f"VECTORSEARCH['SYNC'] must be 'immediate', 'task' or 'manual', not {merged['SYNC']!r}."
         )
+    for key in ("CREATE_EXTENSION", "REPLAY_SEARCHES"):
+        if not isinstance(merged[key], bool):
+            raise ImproperlyConfiguredVectorSearch(
+                f"VECTORSEARCH[{key!r}] must be True or False, not {merged[key]!r}."
+            )
     for key in (
         "BATCH_SIZE",
         "INDEX_MAX_MAINTENANCE_WORK_MEM_MB",

@@ -27,6 +27,7 @@ import functools
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -537,9 +538,14 @@ class VectorQuerySet(models.QuerySet[_M]):
         self._search: _Search | None = None
         # Settings pinned by hybrid_search() for its single statement.
         self._pinned_settings: dict[str, Any] = {}
-        # How this queryset was made, for vectorsearch.replay: the model, then each recorded
-        # method and its arguments. A clone starts without one; recorded methods give theirs.
-        self._recipe: tuple[Any, ...] | None = (model,) if query is None else None
+        # How this queryset was made, for vectorsearch.replay: its class and model, then each
+        # recorded method and its arguments. A clone starts without one; recorded methods give
+        # theirs. None for a subclass that overrides how querysets are built.
+        self._recipe: tuple[Any, ...] | None = (
+            (type(self), model)
+            if query is None and _replayable(type(self)) and get_settings()["REPLAY_SEARCHES"]
+            else None
+        )
         # Set when code outside QuerySet read the Query, which it may have changed in place.
         self._touched = False
         # similar_to()'s annotations, ordering and then a slice, not yet added to the Query:
@@ -590,23 +596,27 @@ class VectorQuerySet(models.QuerySet[_M]):
         """Add what similar_to() recorded to the Query: the distance and score annotations,
         the ordering by distance, and a slice taken since.
 
-        On a copy, put in place when complete: another thread reading the same queryset (a
-        module-level one, say) sees the Query before or after, never half-built.
+        Under a lock, on a copy put in place when complete: two threads reading the same
+        queryset (a module-level one, say) build it once, and never see it half-built.
         """
-        search = self._search
-        assert search is not None
-        query = self._query.chain()
-        query.add_annotation(search.distance.expression(search.field, search.value), "distance")
-        query.add_annotation(search.distance.score("distance", dimensions=search.size), "score")
-        query.clear_ordering(force=True, clear_default=False)
-        query.add_ordering("distance")
-        if self._pending_limits is not None:
-            query.set_limits(*self._pending_limits)
-        self._search = dataclasses.replace(
-            search, annotations=(query.annotations["distance"], query.annotations["score"])
-        )
-        self._query = query
-        self._unbuilt = False
+        with _BUILD_LOCK:
+            if not self._unbuilt:
+                return
+            search = self._search
+            assert search is not None
+            query = self._query.chain()  # the unbuilt Query may be shared by a slice of it
+            distance = search.distance.expression(search.field, search.value)
+            query.add_annotation(distance, "distance")
+            query.add_annotation(search.distance.score("distance", dimensions=search.size), "score")
+            query.clear_ordering(force=True, clear_default=False)
+            query.add_ordering("distance")
+            if self._pending_limits is not None:
+                query.set_limits(*self._pending_limits)
+            self._search = dataclasses.replace(
+                search, annotations=(query.annotations["distance"], query.annotations["score"])
+            )
+            self._query = query
+            self._unbuilt = False
 
     def _next_is_sticky(self) -> Self:
         self._touched = True  # the next filter reuses joins: a recipe would not say so
@@ -655,9 +665,9 @@ class VectorQuerySet(models.QuerySet[_M]):
         ):
             # A slice of a search not built yet stays unbuilt: the limits wait with it. A
             # clone as Django's _clone() makes one, without reading (so building) self.query.
+            # The two share the unbuilt Query: _build() changes a copy, never it.
             clone = self.__class__.__new__(self.__class__)
             clone.__dict__.update(self.__dict__)
-            clone._query = self._query.chain()
             clone._prefetch_related_lookups = self._prefetch_related_lookups[:]
             clone._defer_next_filter = False
             clone._touched = False
@@ -759,11 +769,23 @@ class VectorQuerySet(models.QuerySet[_M]):
             size=size,
         )
         clone._unbuilt = True
-        if base is self and isinstance(value, QueryVector):
-            # The recipe leaves the vector out: that is what changes between runs.
+        if base is self and exclude_pk is None and isinstance(value, QueryVector):
+            # The recipe leaves the vector out: that is what changes between runs. It records
+            # the field, distance and index the search resolved to, which follow Meta.indexes.
             self._recorded(
-                clone, recipe, "similar_to", field, distance, k, threshold, exact, ef_search
+                clone,
+                recipe,
+                "similar_to",
+                model_field.name,
+                chosen,
+                method,
+                k,
+                threshold,
+                exact,
+                ef_search,
             )
+        if clone._recipe is None:
+            clone._build()  # never replayed: nothing to gain from waiting (and errors show now)
         return clone
 
     def hybrid_search(
@@ -1241,6 +1263,36 @@ class VectorQuerySet(models.QuerySet[_M]):
 
 # Modules whose reads of QuerySet.query change only the clones they make.
 _TRUSTED_MODULES = frozenset({"django.db.models.query", __name__, "vectorsearch.replay"})
+_BUILD_LOCK = threading.Lock()
+
+# What makes a recipe a faithful description of a queryset's Query: these, as VectorQuerySet
+# has them. A subclass that overrides one (to rewrite lookups by the active language, say) may
+# build other SQL from the same calls, so its querysets are compiled every time.
+_BUILDING_METHODS = (
+    "__init__",
+    "_clone",
+    "_chain",
+    "_filter_or_exclude",
+    "_filter_or_exclude_inplace",
+    "_next_is_sticky",
+    "all",
+    "filter",
+    "exclude",
+    "select_related",
+    "using",
+    "__getitem__",
+    "similar_to",
+    "query",
+    "_build",
+    "_plan",
+    "_fetch_all",
+    "_statement_key",
+)
+
+
+@functools.cache
+def _replayable(cls: type[Any]) -> bool:
+    return all(getattr(cls, name) is getattr(VectorQuerySet, name) for name in _BUILDING_METHODS)
 
 
 def _index(value: Any) -> bool:

@@ -47,24 +47,15 @@ __all__ = ["TTL", "Statement", "freeze", "lookup", "remember"]
 TTL = 60.0
 _MAX = 1024
 
-# Values whose SQL parameter depends on nothing but the value (and its type, which is part of
-# the key: 1 and True are equal in Python, not in a query). Naive datetimes are left out: they
-# are read in the active time zone.
+# Values whose SQL parameter depends on nothing but the value and its type (part of the key: 1
+# and True are equal in Python, not in a query).
 _PLAIN = frozenset(
-    {
-        str,
-        int,
-        float,
-        bool,
-        type(None),
-        bytes,
-        decimal.Decimal,
-        datetime.date,
-        datetime.time,
-        datetime.timedelta,
-        uuid.UUID,
-    }
+    {str, int, bool, type(None), bytes, datetime.date, datetime.timedelta, uuid.UUID}
 )
+# Values that can be equal in Python yet different parameters: Decimal("1.0") and "1.00", 0.0
+# and -0.0, the two 01:30 of a DST change (fold), one instant in two time zones. Their repr()
+# tells them apart.
+_BY_REPR = frozenset({float, decimal.Decimal, datetime.time})
 
 
 class Unrecordable(Exception):
@@ -72,22 +63,27 @@ class Unrecordable(Exception):
 
 
 def freeze(value: Any) -> Any:
-    """A hashable stand-in for a queryset argument, or :class:`Unrecordable`."""
+    """A hashable stand-in for a queryset argument, or :class:`Unrecordable`.
+
+    Two arguments with equal stand-ins give the same SQL parameters.
+    """
     kind = type(value)
     if kind in _PLAIN:
         return (kind, value)
+    if kind in _BY_REPR:
+        return (kind, repr(value))
     if kind is datetime.datetime:
-        if value.tzinfo is None:
+        if value.tzinfo is None:  # naive: read in the active time zone
             raise Unrecordable
-        return (kind, value)
+        return (kind, repr(value))
     if kind is tuple or kind is list:
         return (kind, tuple(freeze(item) for item in value))
     if kind is set or kind is frozenset:
         return (kind, frozenset(freeze(item) for item in value))
     if kind is dict:
-        return (kind, tuple((key, freeze(item)) for key, item in value.items()))
-    if isinstance(value, enum.Enum) and type(value.value) in _PLAIN:
-        return (kind, value.value)
+        return (kind, tuple((freeze(key), freeze(item)) for key, item in value.items()))
+    if isinstance(value, enum.Enum):
+        return (kind, value.name, freeze(value.value))
     if kind is models.Q:
         return (kind, value.connector, value.negated, freeze(value.children))
     raise Unrecordable
