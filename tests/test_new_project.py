@@ -79,7 +79,7 @@ def test_startproject_makemigrations_migrate_on_a_database_without_the_extension
     settings.write_text(
         settings.read_text()
         + textwrap.dedent(f"""
-            INSTALLED_APPS += ["shop", "vectorsearch"]
+            INSTALLED_APPS += ["shop", "django.contrib.postgres", "vectorsearch"]
             DATABASES = {{"default": {{
                 "ENGINE": "django.db.backends.postgresql",
                 "NAME": {empty_database!r},

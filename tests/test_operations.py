@@ -26,7 +26,10 @@ def _wrapper(database: str, user: str | None = None) -> DatabaseWrapper:
     settings = {**connection.settings_dict, "NAME": database}
     if user:
         settings["USER"] = user
-    return DatabaseWrapper(settings, alias=f"tmp_{database}")
+    wrapper = DatabaseWrapper(settings, alias=f"tmp_{database}")
+    # Reachable by its alias, as django.contrib.postgres's connection_created handler looks it up.
+    connections[wrapper.alias] = wrapper
+    return wrapper
 
 
 @pytest.mark.django_db
