@@ -5,6 +5,7 @@ from django.core.paginator import Paginator
 from django.db import NotSupportedError, connection, models, transaction
 from django.db.models import Avg, CharField, Count, F, FilteredRelation, Func, Q, Value, Window
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from pgvector.django import CosineDistance
 
 from tests.queryapp.models import Article, Category, Tag
@@ -871,3 +872,14 @@ def test_a_filtered_relation_search_reuses_its_estimate(articles, django_assert_
     list(search())
     with django_assert_num_queries(1):  # the search, not another EXPLAIN
         list(search())
+
+
+def test_exact_takes_numpy_booleans_and_refuses_other_numbers(articles):
+    """The planner asks `exact is True`: np.True_ is taken as True, 1 (== True) is refused."""
+    with CaptureQueriesContext(connection) as queries:
+        found = [a.pk for a in Article.objects.similar_to(QUERY, exact=np.True_)[:3]]
+    assert "SET LOCAL" not in queries[0]["sql"]
+    assert found == exact_ids(articles, k=3)
+    for exact in (1, 0, "yes"):
+        with pytest.raises(InvalidQuery, match="exact must be True, False or None"):
+            Article.objects.similar_to(QUERY, exact=exact)

@@ -15,16 +15,17 @@ from asgiref.sync import async_to_sync
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldError
 from django.db import connection
-from django.db.models import F, Q, Value
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.sql.compiler import SQLCompiler
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone, translation
 
+import vectorsearch.query as vector_query
 from tests import test_query
 from tests.queryapp.models import Article, Category
 from tests.test_query import QUERY, ROWS, exact_ids
-from vectorsearch import HnswIndex, VectorQuerySet, replay
+from vectorsearch import HnswIndex, VectorField, VectorQuerySet, replay
 from vectorsearch.models import Embedding
 
 pytestmark = pytest.mark.django_db
@@ -416,3 +417,102 @@ def test_replay_searches_must_be_a_boolean():
         pytest.raises(ImproperlyConfiguredVectorSearch, match="REPLAY_SEARCHES"),
     ):
         get_settings()
+
+
+# -- Found by a second review ----------------------------------------------------------------
+
+
+def test_an_unbuilt_search_inside_the_query_expression_of_another_does_not_deadlock(
+    articles, monkeypatch
+):
+    """similar_to(<expression>) builds at once, under the build lock; resolving the expression
+    resolves the unbuilt search held by its Q(pk__in=...), which builds it on the same thread."""
+    # A private lock of the same kind, so a hang here cannot block the other tests.
+    original = vector_query._BUILD_LOCK
+    reentrant = isinstance(original, type(threading.RLock()))
+    monkeypatch.setattr(
+        vector_query, "_BUILD_LOCK", threading.RLock() if reentrant else threading.Lock()
+    )
+    near = Article.objects.filter(price__lt=50).similar_to(QUERY, exact=True)[:5]  # unbuilt
+    vector = Case(
+        When(pk__in=near, then=F("embedding")),
+        default=F("embedding"),
+        output_field=VectorField(dimensions=4),
+    )
+    made = {}
+
+    def rank():  # no SQL runs in here: the thread never opens a connection
+        made["ranked"] = Article.objects.similar_to(vector, distance="cosine", exact=True)
+
+    worker = threading.Thread(target=rank, daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "similar_to() deadlocked on _BUILD_LOCK"
+    assert len(list(made["ranked"][:3])) == 3
+
+
+def test_a_slice_taken_while_another_thread_builds_the_search_keeps_its_limit(articles):
+    """The lazy slice checks that the search is unbuilt and copies it under the build lock: a
+    build in another thread waits, instead of leaving the copy with limits nobody applies."""
+    shared = Article.objects.similar_to(QUERY, exact=True)  # a module-level search, say
+    lines, start = inspect.getsourcelines(VectorQuerySet.__getitem__)
+    target = start + next(
+        i for i, line in enumerate(lines) if "clone = self.__class__.__new__" in line
+    )
+    code = VectorQuerySet.__getitem__.__code__
+    paused, resume = threading.Event(), threading.Event()
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not code:
+            return None
+
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno == target:
+                paused.set()
+                resume.wait(5)
+            return local
+
+        return local
+
+    made = {}
+
+    def slicer():
+        sys.settrace(tracer)
+        try:
+            made["head"] = shared[:5]  # no SQL in this thread
+        finally:
+            sys.settrace(None)
+
+    def builder():
+        made["all"] = shared.all()
+
+    slicing = threading.Thread(target=slicer)
+    slicing.start()
+    assert paused.wait(5)
+    building = threading.Thread(target=builder)
+    building.start()
+    building.join(0.3)
+    assert building.is_alive()  # waits for the slice's copy
+    resume.set()
+    slicing.join()
+    building.join()
+    head = len(list(made["head"]))
+    later = len(list(Article.objects.similar_to(QUERY, exact=True)[:5]))  # same recipe
+    assert (head, later) == (5, 5)
+    assert len(list(made["all"])) == ROWS
+
+
+def test_equal_sets_iterated_in_another_order_are_other_parameters(articles):
+    """Django binds a set in iteration order, which these two equal sets do not share (8 and 16
+    collide in a fresh set's table): price__range=set([16, 8]) is BETWEEN 16 AND 8."""
+    low_first, high_first = set([8, 16]), set([16, 8])
+    assert low_first == high_first and list(low_first) != list(high_first)
+
+    def search(prices):
+        ranked = Article.objects.filter(price__range=prices).similar_to(QUERY, exact=True)
+        return [a.pk for a in ranked[:5]]
+
+    compiled = search(high_first)
+    replay._STATEMENTS.clear()
+    search(low_first)
+    assert search(high_first) == compiled

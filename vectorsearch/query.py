@@ -656,23 +656,27 @@ class VectorQuerySet(models.QuerySet[_M]):
     def __getitem__(self, k: Any) -> Any:
         recipe = self._own_recipe()
         plain = isinstance(k, slice) and k.step is None and _index(k.start) and _index(k.stop)
-        if (
-            plain
-            and self._unbuilt
-            and self._pending_limits is None
-            and self._result_cache is None
-            and not self._sticky_filter
-        ):
+        if plain and self._unbuilt:
             # A slice of a search not built yet stays unbuilt: the limits wait with it. A
             # clone as Django's _clone() makes one, without reading (so building) self.query.
-            # The two share the unbuilt Query: _build() changes a copy, never it.
-            clone = self.__class__.__new__(self.__class__)
-            clone.__dict__.update(self.__dict__)
-            clone._prefetch_related_lookups = self._prefetch_related_lookups[:]
-            clone._defer_next_filter = False
-            clone._touched = False
-            clone._pending_limits = (k.start, k.stop)
-            return self._recorded(clone, recipe, "slice", k.start, k.stop)
+            # The two share the unbuilt Query: _build() changes a copy, never it. Under the
+            # build lock, so another thread cannot build self between the check and the copy.
+            with _BUILD_LOCK:
+                lazy = (
+                    self._unbuilt
+                    and self._pending_limits is None
+                    and self._result_cache is None
+                    and not self._sticky_filter
+                )
+                if lazy:
+                    clone = self.__class__.__new__(self.__class__)
+                    clone.__dict__.update(self.__dict__)
+            if lazy:
+                clone._prefetch_related_lookups = self._prefetch_related_lookups[:]
+                clone._defer_next_filter = False
+                clone._touched = False
+                clone._pending_limits = (k.start, k.stop)
+                return self._recorded(clone, recipe, "slice", k.start, k.stop)
         result = super().__getitem__(k)
         if plain and isinstance(result, VectorQuerySet):
             return self._recorded(result, recipe, "slice", k.start, k.stop)
@@ -723,7 +727,10 @@ class VectorQuerySet(models.QuerySet[_M]):
         model_field, chosen, method = _target(self.model, field, distance)
         k = check_k(k)
         ef_search = check_ef_search(ef_search)
-        if exact not in (None, True, False):
+        if isinstance(exact, np.bool_):
+            exact = bool(exact)
+        if exact is not None and not isinstance(exact, bool):
+            # 1 == True, but the planner asks `exact is True`: refuse rather than ignore it.
             raise InvalidQuery(
                 f"exact must be True, False or None (choose per query), not {exact!r}."
             )
@@ -1263,7 +1270,8 @@ class VectorQuerySet(models.QuerySet[_M]):
 
 # Modules whose reads of QuerySet.query change only the clones they make.
 _TRUSTED_MODULES = frozenset({"django.db.models.query", __name__, "vectorsearch.replay"})
-_BUILD_LOCK = threading.Lock()
+# Re-entrant: building a search may resolve an expression holding another unbuilt search.
+_BUILD_LOCK = threading.RLock()
 
 # What makes a recipe a faithful description of a queryset's Query: these, as VectorQuerySet
 # has them. A subclass that overrides one (to rewrite lookups by the active language, say) may

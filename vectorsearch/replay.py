@@ -79,7 +79,9 @@ def freeze(value: Any) -> Any:
     if kind is tuple or kind is list:
         return (kind, tuple(freeze(item) for item in value))
     if kind is set or kind is frozenset:
-        return (kind, frozenset(freeze(item) for item in value))
+        # In iteration order: Django binds a set's values in that order (which equal sets
+        # need not share), and __range takes them by position.
+        return (kind, tuple(freeze(item) for item in value))
     if kind is dict:
         return (kind, tuple((freeze(key), freeze(item)) for key, item in value.items()))
     if isinstance(value, enum.Enum):
