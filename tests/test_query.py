@@ -109,6 +109,7 @@ def test_every_vector_type_ranks_with_its_indexed_distance(field, query, expecte
         ([1, 2], {}, "Expected a vector of 3 dimensions, got 2"),
         ([1, float("nan"), 2], {}, "Element 1 of the vector is NaN"),
         ([0, 0, 0], {}, "all zeros"),
+        ([1e-30, 0, 1e-25], {}, "too close to zero"),  # not zero, but no float32 length
         ([1, 2, 3], {"field": "content"}, "not a vector field; vector fields: 'embedding'"),
         ([1, 2, 3], {"field": "nope"}, "has no field 'nope'"),
         (
@@ -883,3 +884,28 @@ def test_exact_takes_numpy_booleans_and_refuses_other_numbers(articles):
     for exact in (1, 0, "yes"):
         with pytest.raises(InvalidQuery, match="exact must be True, False or None"):
             Article.objects.similar_to(QUERY, exact=exact)
+
+
+def test_a_proxy_model_searches_with_its_concrete_models_index(articles):
+    from django.test.utils import isolate_apps
+
+    with isolate_apps("tests.queryapp"):
+
+        class ArticleProxy(Article):
+            class Meta:
+                proxy = True
+                app_label = "queryapp"
+
+        ranked = ArticleProxy.objects.similar_to(QUERY, k=5)  # distance inferred: cosine
+        force_index()
+        assert "article_embedding_hnsw" in ranked.explain()  # the index, not an exact scan
+        found = list(ranked)
+    assert len(found) == 5 and all(type(a) is ArticleProxy for a in found)
+    assert [a.distance for a in found] == sorted(a.distance for a in found)
+    assert found[0].distance == pytest.approx(
+        1
+        - np.dot(found[0].embedding, QUERY)
+        / np.linalg.norm(found[0].embedding)
+        / np.linalg.norm(QUERY),
+        abs=1e-6,
+    )

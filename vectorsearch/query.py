@@ -127,9 +127,10 @@ def resolve_distance(
                 f"choose one of: {allowed}."
             )
         return chosen
+    table = field.model  # whose Meta.indexes index the column (a proxy's or a child's parent)
     indexed = {
-        index_distance(index, model)
-        for index in vector_indexes(model)
+        index_distance(index, table)
+        for index in vector_indexes(table)
         if serves_column(index, field.name)
     } - {None}
     if len(indexed) == 1:
@@ -173,15 +174,19 @@ def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) 
     if value is None:
         raise InvalidQuery("The query vector is empty.")
     if distance is Distance.COSINE:
-        norm = (
-            np.linalg.norm(value.values())
-            if isinstance(value, SparseVector)
-            else np.linalg.norm(value)
-        )
+        if isinstance(value, SparseVector):
+            norm = float(np.linalg.norm(value.values()))
+        else:
+            # As pgvector sums it: the stored float32 (float16) numbers, squared in float32.
+            # [1e-30, ...] is not zero, yet its length is, and every distance NaN.
+            stored = np.asarray(value, dtype=np.float16 if vtype == "halfvec" else np.float32)
+            stored = stored.astype(np.float32)
+            norm = float(np.dot(stored, stored))
         if norm == 0:
             raise InvalidQuery(
-                "The query vector is all zeros, which has no direction: its cosine distance to "
-                "every row is undefined. Use another vector, or the l2 distance."
+                "The query vector is all zeros (or too close to zero for a float32 length), "
+                "which has no direction: its cosine distance to every row is undefined. Use "
+                "another vector, or the l2 distance."
             )
     if vtype == "bit":
         return Bit(value).to_text(), value
@@ -301,7 +306,7 @@ def _target(
     it reads them, they do not change between requests, and every search asks.
     """
     key: tuple[Any, ...] = (model, field, distance)
-    indexes = tuple(model._meta.indexes)
+    indexes = tuple(index for owner in _index_owners(model) for index in owner._meta.indexes)
     try:
         known = _TARGETS.get(key)
     except TypeError:  # an unhashable argument, which resolving reports
@@ -322,12 +327,20 @@ def _target(
             f".annotate(d={chosen.function.__name__}({model_field.name!r}, vector))"
             ".order_by('d') instead."
         )
-    target = (model_field, chosen, index_method_for(model, model_field.name, chosen))
+    target = (model_field, chosen, index_method_for(model_field.model, model_field.name, chosen))
     if key:
         if len(_TARGETS) >= _TARGETS_MAX:
             _TARGETS.clear()
         _TARGETS[key] = (indexes, *target)
     return target
+
+
+@functools.cache
+def _index_owners(model: type[models.Model]) -> tuple[type[models.Model], ...]:
+    """The models whose ``Meta.indexes`` may index ``model``'s columns: itself, the model a
+    proxy stands for, and multi-table parents."""
+    owners = [model, model._meta.concrete_model, *model._meta.get_parent_list()]
+    return tuple(dict.fromkeys(owners))
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int | None:
