@@ -339,7 +339,7 @@ def _target(
 def _index_owners(model: type[models.Model]) -> tuple[type[models.Model], ...]:
     """The models whose ``Meta.indexes`` may index ``model``'s columns: itself, the model a
     proxy stands for, and multi-table parents."""
-    owners = [model, model._meta.concrete_model, *model._meta.get_parent_list()]
+    owners = [model, model._meta.concrete_model or model, *model._meta.get_parent_list()]
     return tuple(dict.fromkeys(owners))
 
 
