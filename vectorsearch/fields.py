@@ -101,15 +101,17 @@ def _parse_text(text: str, vector_type: str) -> list[float]:
     return numbers
 
 
-def _check_elements(array: np.ndarray[Any, Any], vector_type: str, dtype: Any) -> None:
-    """Raise ValidationError at the first NaN, infinity or number the column's ``dtype``
-    (float32, float16) cannot hold: one that rounds to infinity in it. (So the shortest text of
-    the largest float32, 3.4028235e+38, a hair above it as a Python float, is accepted.)"""
-    limit = float(np.finfo(dtype).max)
+def _stored(array: np.ndarray[Any, Any], vector_type: str, dtype: Any) -> np.ndarray[Any, Any]:
+    """``array`` as the column stores it (``dtype``: float32, float16); ValidationError at the
+    first NaN, infinity or number the column cannot hold: one that rounds to infinity in it. (So
+    the shortest text of the largest float32, 3.4028235e+38, a hair above it as a Python float,
+    is accepted.)"""
     with np.errstate(over="ignore", invalid="ignore"):
-        bad = ~np.isfinite(array.astype(dtype))  # NaN and infinity stay so in the cast
+        stored = array.astype(dtype)
+    bad = ~np.isfinite(stored)  # NaN and infinity stay so in the cast
     if not bad.any():
-        return
+        return stored
+    limit = float(np.finfo(dtype).max)
     position = int(np.argmax(bad))
     number = float(array[position])
     if math.isnan(number):
@@ -173,13 +175,14 @@ def dense_text(values: Any) -> str:
 
 
 def validate_dense_array(
-    value: Any, *, vector_type: str, dimensions: int | None
+    value: Any, *, vector_type: str, dimensions: int | None, stored: bool = False
 ) -> np.ndarray[Any, Any]:
-    """:func:`validate_dense`, returning the float64 numpy array (no list built)."""
+    """:func:`validate_dense`, returning the float64 numpy array (no list built), or with
+    ``stored`` the float32 (float16) array the column would hold."""
     array = _dense_array(value, vector_type)
     _check_length(array.shape[0], dimensions, vector_type)
-    _check_elements(array, vector_type, np.float16 if vector_type == "halfvec" else np.float32)
-    return array
+    kept = _stored(array, vector_type, np.float16 if vector_type == "halfvec" else np.float32)
+    return kept if stored else array
 
 
 def validate_sparse(
@@ -216,7 +219,7 @@ def validate_sparse(
             "index_out_of_range",
             dimensions=value.dimensions(),
         )
-    _check_elements(np.asarray(value.values(), dtype=np.float64), "sparsevec", np.float32)
+    _stored(np.asarray(value.values(), dtype=np.float64), "sparsevec", np.float32)
     checked: SparseVector = value
     return checked
 
@@ -444,7 +447,10 @@ class _DenseMixin:
             return super().get_prep_value(value)  # type: ignore[misc]
         return dense_text(
             validate_dense_array(
-                value, vector_type=self.vector_type, dimensions=getattr(self, "dimensions", None)
+                value,
+                vector_type=self.vector_type,
+                dimensions=getattr(self, "dimensions", None),
+                stored=True,
             )
         )
 

@@ -165,7 +165,10 @@ def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) 
             # The array itself, not the list to_python() builds: a 384-dimension query is
             # checked and formatted on every search.
             value: Any = validate_dense_array(
-                query, vector_type=vtype, dimensions=getattr(field, "dimensions", None)
+                query,
+                vector_type=vtype,
+                dimensions=getattr(field, "dimensions", None),
+                stored=True,
             )
         else:
             value = field.to_python(query)
@@ -179,8 +182,7 @@ def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) 
         else:
             # As pgvector sums it: the stored float32 (float16) numbers, squared in float32.
             # [1e-30, ...] is not zero, yet its length is, and every distance NaN.
-            stored = np.asarray(value, dtype=np.float16 if vtype == "halfvec" else np.float32)
-            stored = stored.astype(np.float32)
+            stored = np.asarray(value, dtype=np.float32)
             norm = float(np.dot(stored, stored))
         if norm == 0:
             raise InvalidQuery(
@@ -641,9 +643,11 @@ class VectorQuerySet(models.QuerySet[_M]):
     def _own_recipe(self) -> tuple[Any, ...] | None:
         return None if self._touched else self._recipe
 
-    def _recorded(self, clone: Self, recipe: tuple[Any, ...] | None, *step: Any) -> Self:
+    def _recorded(
+        self, clone: Self, recipe: tuple[Any, ...] | None, *step: Any, frozen: bool = False
+    ) -> Self:
         if not clone._touched:
-            clone._recipe = replay.record(recipe, *step)
+            clone._recipe = replay.record(recipe, *step, frozen=frozen)
         return clone
 
     def all(self) -> Self:
@@ -689,10 +693,10 @@ class VectorQuerySet(models.QuerySet[_M]):
                 clone._defer_next_filter = False
                 clone._touched = False
                 clone._pending_limits = (k.start, k.stop)
-                return self._recorded(clone, recipe, "slice", k.start, k.stop)
+                return self._recorded(clone, recipe, "slice", k.start, k.stop, frozen=True)
         result = super().__getitem__(k)
         if plain and isinstance(result, VectorQuerySet):
-            return self._recorded(result, recipe, "slice", k.start, k.stop)
+            return self._recorded(result, recipe, "slice", k.start, k.stop, frozen=True)
         return result
 
     # -- building -------------------------------------------------------------------------------
@@ -791,19 +795,19 @@ class VectorQuerySet(models.QuerySet[_M]):
         clone._unbuilt = True
         if base is self and exclude_pk is None and isinstance(value, QueryVector):
             # The recipe leaves the vector out: that is what changes between runs. It records
-            # the field, distance and index the search resolved to, which follow Meta.indexes.
-            self._recorded(
-                clone,
-                recipe,
-                "similar_to",
-                model_field.name,
-                chosen,
-                method,
-                k,
-                threshold,
-                exact,
-                ef_search,
-            )
+            # the field, distance and index the search resolved to, which follow Meta.indexes;
+            # k and ef_search are ints and exact a bool or None by now.
+            try:
+                limit = replay.freeze(threshold)
+            except replay.Unrecordable:
+                pass
+            else:
+                self._recorded(
+                    clone,
+                    recipe,
+                    *("similar_to", model_field.name, chosen, method, k, limit, exact, ef_search),
+                    frozen=True,
+                )
         if clone._recipe is None:
             clone._build()  # never replayed: nothing to gain from waiting (and errors show now)
         return clone

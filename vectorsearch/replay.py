@@ -91,10 +91,18 @@ def freeze(value: Any) -> Any:
     raise Unrecordable
 
 
-def record(recipe: tuple[Any, ...] | None, *step: Any) -> tuple[Any, ...] | None:
-    """``recipe`` and one more step, or None if there is no recipe or the step is unrecordable."""
+def record(
+    recipe: tuple[Any, ...] | None, *step: Any, frozen: bool = False
+) -> tuple[Any, ...] | None:
+    """``recipe`` and one more step, or None if there is no recipe or the step is unrecordable.
+
+    ``frozen``: the step holds only values that are their own stand-ins (ints, None, bools,
+    names, enum members), as this package's own steps do.
+    """
     if recipe is None:
         return None
+    if frozen:
+        return (*recipe, step)
     try:
         return (*recipe, freeze(step))
     except Unrecordable:
