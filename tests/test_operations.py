@@ -3,12 +3,14 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, connections
 from django.db.backends.postgresql.base import DatabaseWrapper
+from django.db.migrations.state import ProjectState
 from django.test import override_settings
 
 from tests.conftest import admin_conninfo
 from vectorsearch.checks import check_invalid_indexes
 from vectorsearch.exceptions import VectorExtensionError
 from vectorsearch.operations import (
+    VectorExtension,
     create_extension_before_migrate,
     ensure_vector_extension,
     extension_version,
@@ -163,3 +165,122 @@ def test_with_create_extension_off_a_missing_extension_stops_migrate_with_the_sq
         create_extension_before_migrate(using="other")
     assert "CREATE EXTENSION IF NOT EXISTS vector;" in str(info.value)
     assert extension_version(other_database) is None
+
+
+# -- a server without pgvector ----------------------------------------------------------------
+
+
+@pytest.fixture
+def database_without_pgvector(empty_database):
+    """A new database in which the server has no pgvector to create.
+
+    PostgreSQL 18's ``extension_control_path`` is pointed, for this database only, at a
+    directory holding no extensions: ``CREATE EXTENSION vector`` then fails exactly as on a
+    server where pgvector was never installed (SQLSTATE 0A000, "extension "vector" is not
+    available").
+    """
+    with psycopg.connect(admin_conninfo(), autocommit=True) as conn:
+        if conn.info.server_version < 180000:
+            pytest.skip("extension_control_path needs PostgreSQL 18")
+        conn.execute(
+            f"ALTER DATABASE \"{empty_database}\" SET extension_control_path = '/nonexistent'"
+        )
+    return empty_database
+
+
+def _not_installed_message(database: str, alias: str) -> str:
+    return (
+        f"The PostgreSQL server behind database '{database}' (connection '{alias}') does not "
+        "have pgvector installed. Install pgvector 0.8 or later on the server (see "
+        "https://github.com/pgvector/pgvector), or unset DATABASE_URL to use the embedded "
+        "server in development."
+    )
+
+
+@pytest.mark.django_db
+def test_a_server_without_pgvector_gets_how_to_install_it(database_without_pgvector):
+    wrapper = _wrapper(database_without_pgvector)
+    try:
+        with pytest.raises(VectorExtensionError) as info:
+            ensure_vector_extension(wrapper)
+        assert str(info.value) == _not_installed_message(database_without_pgvector, wrapper.alias)
+        assert info.value.__cause__.__cause__.sqlstate == "0A000"
+        assert extension_version(wrapper) is None
+    finally:
+        wrapper.close()
+
+
+@pytest.mark.django_db
+def test_the_migration_operation_on_a_server_without_pgvector_says_the_same(
+    database_without_pgvector,
+):
+    wrapper = _wrapper(database_without_pgvector)
+    try:
+        with pytest.raises(VectorExtensionError) as info, wrapper.schema_editor() as editor:
+            VectorExtension().database_forwards("testapp", editor, ProjectState(), ProjectState())
+        assert str(info.value) == _not_installed_message(database_without_pgvector, wrapper.alias)
+    finally:
+        wrapper.close()
+
+
+def test_migrate_on_a_server_without_pgvector_stops_before_any_migration(
+    database_without_pgvector, other_database
+):
+    with pytest.raises(VectorExtensionError) as info:
+        call_command("migrate", database="other", verbosity=0)
+    assert str(info.value) == _not_installed_message(database_without_pgvector, "other")
+    with other_database.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert cursor.fetchone() == (0,)  # not even django_migrations
+
+
+# -- vectorsearch.W011: pgvector older than 0.8 --------------------------------------------------
+
+
+def _pretend_pgvector_is(version: str, connection) -> None:
+    """Create pgvector, then make the catalog report another version, which is all the check
+    reads (only the newest pgvector is installable on the test server)."""
+    ensure_vector_extension(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pg_extension SET extversion = %s WHERE extname = 'vector'", [version]
+        )
+
+
+def _w011(alias: str) -> list:
+    return [w for w in check_invalid_indexes(databases=[alias]) if w.id == "vectorsearch.W011"]
+
+
+@pytest.mark.parametrize("version", ["0.7.4", "0.5.1", "0.7"])
+def test_pgvector_older_than_0_8_is_warning_w011(other_database, version):
+    _pretend_pgvector_is(version, other_database)
+    (warning,) = _w011("other")
+    assert warning.msg == (
+        f"Database 'other' has pgvector {version}; vectorsearch needs 0.8 or later (iterative "
+        "index scans, halfvec and sparsevec operators)."
+    )
+    assert (
+        warning.hint == "Upgrade pgvector on the server, then run: ALTER EXTENSION vector UPDATE;"
+    )
+
+
+@pytest.mark.parametrize("version", ["0.8.0", "0.8.5", "0.10.0", "1.0.0"])
+def test_pgvector_0_8_or_later_is_no_warning(other_database, version):
+    _pretend_pgvector_is(version, other_database)  # 0.10 is newer than 0.8, whatever the strings
+    assert _w011("other") == []
+
+
+@pytest.mark.django_db
+def test_w011_is_silent_on_the_test_database_and_without_the_extension(other_database):
+    assert _version(extension_version(connection)) >= (0, 8)
+    assert _w011("default") == []
+    assert extension_version(other_database) is None  # migrate reports a missing extension
+    assert _w011("other") == []
+
+
+def test_manage_py_check_database_reports_w011(other_database, capsys):
+    _pretend_pgvector_is("0.7.4", other_database)
+    call_command("check", "--database", "other")
+    err = capsys.readouterr().err
+    assert "?: (vectorsearch.W011) Database 'other' has pgvector 0.7.4" in err
+    assert "HINT: Upgrade pgvector on the server" in err

@@ -132,6 +132,75 @@ def test_manual_sync_mode_embeds_nothing_on_save():
     assert not rows_of(note).exists()
 
 
+@pytest.fixture
+def register_note(monkeypatch):
+    """Register Note again with other arguments, through the public API; the site's
+    registrations (and their order) are restored afterwards."""
+    from vectorsearch.sync import connect
+
+    monkeypatch.setattr(registry, "_registrations", dict(registry._registrations))
+
+    def again(**kwargs):
+        vectorsearch.unregister(Note)
+        return vectorsearch.register(Note, fields=["title", "body"], **kwargs)
+
+    yield again
+    monkeypatch.undo()
+    connect(Note)  # unregister() disconnected its signals
+
+
+def test_register_sync_manual_overrides_an_immediate_setting(register_note):
+    registration = register_note(sync="manual")
+    with override_settings(VECTORSEARCH={"SYNC": "immediate"}):
+        note = Note.objects.create(title="Cats purr")
+        note.body = "loudly"
+        note.save()
+        assert not rows_of(note).exists()
+        assert status(registration).missing == 1
+        # The backfill is what embeds a manual registration.
+        assert backfill(registration).embedded == 1
+    (row,) = rows_of(note)
+    assert row.source_hash == registration.hash_text("Cats purr\n\nloudly")
+    # Other registered models still follow the setting.
+    article = Article.objects.create(title="Cats")
+    assert rows_of(article).exists()
+
+
+def test_register_sync_immediate_overrides_a_manual_setting(register_note):
+    registration = register_note(sync="immediate")
+    with override_settings(VECTORSEARCH={"SYNC": "manual"}):
+        note = Note.objects.create(title="Cats purr")
+        article = Article.objects.create(title="Cats purr")
+        (row,) = rows_of(note)
+        assert row.source_hash == registration.hash_text("Cats purr")
+        np.testing.assert_allclose(
+            row.vector, embedders["default"].embed(["Cats purr"])[0], rtol=1e-6
+        )
+        note.title = "Dogs bark"
+        note.save()
+        assert rows_of(note).get().source_hash == registration.hash_text("Dogs bark")
+        # Article has no sync= of its own: the manual setting holds for it.
+        assert not rows_of(article).exists()
+        assert status(registration).current == 1
+
+
+def test_register_sync_task_overrides_an_immediate_setting(
+    register_note, django_capture_on_commit_callbacks
+):
+    pytest.importorskip("django_tasks")
+    registration = register_note(sync="task")
+    with override_settings(
+        VECTORSEARCH={"SYNC": "immediate"},
+        TASKS={"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}},
+    ):
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            note = Note.objects.create(title="Cats purr")
+        assert not rows_of(note).exists()  # not embedded in the save
+        assert len(callbacks) == 1
+        callbacks[0]()
+    assert rows_of(note).get().source_hash == registration.hash_text("Cats purr")
+
+
 class BrokenEmbedder(vectorsearch.embedders.HashingEmbedder):
     def embed_documents(self, texts):
         raise ConnectionError("embedding server is down")
