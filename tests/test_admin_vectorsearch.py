@@ -609,12 +609,6 @@ def test_saving_a_form_with_fieldsets_keeps_the_vector(admin_client, article_adm
     np.testing.assert_allclose(np.asarray(article.embedding), expected[0], rtol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="With vectorsearch_readonly_vector = False, declared fields/fieldsets are left as "
-    "they are, and nothing adds 'vectorsearch_vector' to them: the display docs/admin.md "
-    "promises ('the display is still shown') is missing from the page.",
-)
 def test_an_editable_vector_named_in_fieldsets_still_shows_the_display(
     admin_client, article_admin, articles
 ):
@@ -626,11 +620,6 @@ def test_an_editable_vector_named_in_fieldsets_still_shows_the_display(
     assert "<dt>Dimensions</dt><dd>256</dd>" in page
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_dedupe() only compares a fieldset's top-level entries: the vector field and "
-    "'vectorsearch_vector' named in one row, or in two fieldsets, show the display twice.",
-)
 @pytest.mark.parametrize(
     "fieldsets",
     [

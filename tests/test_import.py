@@ -216,16 +216,16 @@ def test_a_malformed_ndjson_line_is_named_and_nothing_is_imported(
     assert Embedding.objects.count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A .jsonl/.ndjson line whose vector has the wrong length or holds a non-number is "
-    "reported only as 'the vectors differ in length or hold non-numbers', without its line or "
-    "id, though docs/commands.md says each problem is a CommandError naming the rows.",
-)
 @pytest.mark.parametrize(
-    "bad_vector", [[1.0] * 3, ["x"] * DIMS, "abc"], ids=["too-short", "non-numbers", "a-string"]
+    ("bad_vector", "reason"),
+    [
+        ([1.0] * 3, f"the vector has 3 numbers; line 1 has {DIMS}."),
+        (["x"] * DIMS, "the vector holds something other than numbers."),
+        ("abc", 'the vector must be a list of numbers, not "abc".'),
+    ],
+    ids=["too-short", "non-numbers", "a-string"],
 )
-def test_a_line_with_a_bad_vector_is_named(tmp_path, notes, bad_vector):
+def test_a_line_with_a_bad_vector_is_named(tmp_path, notes, bad_vector, reason):
     path = tmp_path / "vectors.ndjson"
     path.write_text(
         json.dumps({"id": notes[0].pk, "vector": [1.0] * DIMS})
@@ -236,7 +236,7 @@ def test_a_line_with_a_bad_vector_is_named(tmp_path, notes, bad_vector):
     with pytest.raises(CommandError) as info:
         run("embedapp.Note", str(path))
     assert Embedding.objects.count() == 0
-    assert str(info.value).startswith(f"{path}, line 2: ")
+    assert str(info.value) == f"{path}, line 2 (id {notes[1].pk}): {reason}"
 
 
 def test_ids_from_a_text_file_one_per_line(tmp_path, notes):

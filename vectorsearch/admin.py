@@ -295,15 +295,26 @@ class VectorSearchAdminMixin(_Base):
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
-        name = self._vector_field_name()
+        registration = self._registration_or_none()
+        name = registration.vector_field if registration is not None else None
         if name is None:
             return fieldsets
-        # Declared fieldsets may name the vector field: show the display in its place.
-        replaced = []
+        # Declared fieldsets may name the vector field: read-only, the display takes its place;
+        # editable, the display follows it. Shown once, wherever the fieldsets name it first.
+        replace = self.vectorsearch_readonly_vector
+        shown = [False]
+        placed = []
         for title, options in fieldsets:
-            fields = _dedupe([_replace_field(f, name) for f in options.get("fields", ())])
-            replaced.append((title, {**options, "fields": fields}))
-        return replaced
+            fields = []
+            for entry in options.get("fields", ()):
+                kept = _place_display(entry, name if replace else None, shown)
+                if kept is not None:
+                    fields.append(kept)
+                if not replace and not shown[0] and _names(entry, name):
+                    fields.append("vectorsearch_vector")
+                    shown[0] = True
+            placed.append((title, {**options, "fields": fields}))
+        return placed
 
     @admin.display(description=_("vector"))
     def vectorsearch_vector(self, obj: Any) -> SafeString:
@@ -646,25 +657,24 @@ class VectorSearchAdminMixin(_Base):
             self.message_user(request, gettext("Nothing was re-embedded."), messages.WARNING)
 
 
-def _replace_field(entry: Any, name: str) -> Any:
-    if entry == name:
-        return "vectorsearch_vector"
+def _place_display(entry: Any, name: str | None, shown: list[bool]) -> Any:
+    """A fieldsets entry (a field name or a row of them) with the vector field ``name`` replaced
+    by the display, and any display after the first one (``shown``) left out; None if nothing
+    of it is left."""
     if isinstance(entry, list | tuple):  # a row of fields shown side by side
-        return type(entry)("vectorsearch_vector" if f == name else f for f in entry)
+        row = [kept for f in entry if (kept := _place_display(f, name, shown)) is not None]
+        return type(entry)(row) if row else None
+    if entry == name:
+        entry = "vectorsearch_vector"
+    if entry == "vectorsearch_vector":
+        if shown[0]:
+            return None
+        shown[0] = True
     return entry
 
 
-def _dedupe(fields: list[Any]) -> list[Any]:
-    """Keep the first ``vectorsearch_vector``: a fieldset may name the display and the field."""
-    seen = 0
-    out = []
-    for entry in fields:
-        if entry == "vectorsearch_vector":
-            seen += 1
-            if seen > 1:
-                continue
-        out.append(entry)
-    return out
+def _names(entry: Any, name: str) -> bool:
+    return entry == name or (isinstance(entry, list | tuple) and name in entry)
 
 
 # -- the generic Embedding table ---------------------------------------------------------------------

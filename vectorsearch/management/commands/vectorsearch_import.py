@@ -31,7 +31,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("label", metavar="app_label.Model", help="The registered model.")
-        parser.add_argument("file", type=Path, help="A .npy (2-D float array) or .jsonl file.")
+        parser.add_argument(
+            "file", type=Path, help="A .npy (2-D float array) or .jsonl (.ndjson) file."
+        )
         parser.add_argument(
             "--ids",
             type=Path,
@@ -127,7 +129,7 @@ class Command(BaseCommand):
         if suffix in (".jsonl", ".ndjson"):
             return self.load_jsonl(file)
         raise CommandError(
-            f"Unknown file type {suffix!r}: give a .npy (with --ids) or .jsonl file."
+            f"Unknown file type {suffix!r}: give a .npy (with --ids) or .jsonl (.ndjson) file."
         )
 
     def load_ids(self, path: Path) -> list[str]:
@@ -143,6 +145,7 @@ class Command(BaseCommand):
     def load_jsonl(self, path: Path) -> tuple[list[str], np.ndarray[Any, Any]]:
         object_ids: list[str] = []
         rows: list[list[float]] = []
+        numbers: list[int] = []
         with path.open() as lines:
             for number, line in enumerate(lines, 1):
                 if not line.strip():
@@ -151,14 +154,15 @@ class Command(BaseCommand):
                     record = json.loads(line)
                     object_ids.append(str(record["id"]))
                     rows.append(record["vector"])
+                    numbers.append(number)
                 except (ValueError, KeyError, TypeError) as e:
                     raise CommandError(
                         f'{path}, line {number}: expected {{"id": ..., "vector": [...]}} ({e}).'
                     ) from e
         try:
             vectors = np.asarray(rows, dtype=np.float32)
-        except ValueError as e:
-            raise CommandError(f"{path}: the vectors differ in length or hold non-numbers.") from e
+        except (ValueError, TypeError) as e:
+            raise CommandError(_first_bad_vector(path, rows, numbers, object_ids)) from e
         return object_ids, vectors
 
     # -- checking ---------------------------------------------------------------------------
@@ -406,3 +410,21 @@ def canonical_ids(model: type[models.Model], object_ids: list[str]) -> list[str]
             )
         canonical.append(str(value))
     return canonical
+
+
+def _first_bad_vector(path: Path, rows: list[Any], numbers: list[int], ids: list[str]) -> str:
+    """Which line of a .jsonl file keeps its vectors from being one array, and why."""
+    width = None
+    for row, number, object_id in zip(rows, numbers, ids, strict=True):
+        where = f"{path}, line {number} (id {object_id})"
+        if not isinstance(row, list):
+            return f"{where}: the vector must be a list of numbers, not {json.dumps(row)[:40]}."
+        try:
+            np.asarray(row, dtype=np.float32)
+        except (ValueError, TypeError):
+            return f"{where}: the vector holds something other than numbers."
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            return f"{where}: the vector has {len(row)} numbers; line {numbers[0]} has {width}."
+    return f"{path}: the vectors differ in length or hold non-numbers."
