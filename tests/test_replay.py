@@ -349,17 +349,15 @@ def test_a_bad_expression_query_is_reported_by_similar_to_not_later(articles):
 # -- 5. Two threads reading one unbuilt search ----------------------------------------------
 
 
-def test_two_threads_reading_one_unbuilt_search_build_it_once(articles):
-    """The second reader waits for the first one's build instead of building on top of it
-    (which applied the pending slice twice)."""
-    shared = Article.objects.similar_to(QUERY, exact=True)[2:5]  # a module-level search, say
-    lines, start = inspect.getsourcelines(VectorQuerySet._build)
-    target = start + next(i for i, line in enumerate(lines) if "self._unbuilt = False" in line)
-    code = VectorQuerySet._build.__code__
+def race(method, marker, first, second):
+    """Run ``first`` in a thread held at the line of ``method`` that holds ``marker``, and
+    ``second`` in another meanwhile; let both finish. Whether ``second`` was still waiting."""
+    lines, start = inspect.getsourcelines(method)
+    target = start + next(i for i, line in enumerate(lines) if marker in line)
     paused, resume = threading.Event(), threading.Event()
 
     def tracer(frame, event, arg):
-        if frame.f_code is not code:
+        if frame.f_code is not method.__code__:
             return None
 
         def local(frame, event, arg):
@@ -370,28 +368,37 @@ def test_two_threads_reading_one_unbuilt_search_build_it_once(articles):
 
         return local
 
-    found = {}
-
-    def first_reader():
+    def held():
         sys.settrace(tracer)
         try:
-            found["first"] = shared.all()
+            first()
         finally:
             sys.settrace(None)
 
-    def second_reader():
-        found["second"] = shared.all()
-
-    first = threading.Thread(target=first_reader)
-    first.start()
+    one, other = threading.Thread(target=held), threading.Thread(target=second)
+    one.start()
     assert paused.wait(5)
-    second = threading.Thread(target=second_reader)
-    second.start()
-    second.join(0.3)
-    assert second.is_alive()  # waiting for the first build
+    other.start()
+    other.join(0.3)
+    waited = other.is_alive()
     resume.set()
-    first.join()
-    second.join()
+    one.join()
+    other.join()
+    return waited
+
+
+def test_two_threads_reading_one_unbuilt_search_build_it_once(articles):
+    """The second reader waits for the first one's build instead of building on top of it
+    (which applied the pending slice twice)."""
+    shared = Article.objects.similar_to(QUERY, exact=True)[2:5]  # a module-level search, say
+    found = {}
+    waited = race(
+        VectorQuerySet._build,
+        "self._unbuilt = False",
+        lambda: found.update(first=shared.all()),
+        lambda: found.update(second=shared.all()),
+    )
+    assert waited  # for the first build
     expected = exact_ids(articles, k=5)[2:]
     assert [a.pk for a in found["first"]] == expected
     assert [a.pk for a in found["second"]] == expected
@@ -455,47 +462,14 @@ def test_a_slice_taken_while_another_thread_builds_the_search_keeps_its_limit(ar
     """The lazy slice checks that the search is unbuilt and copies it under the build lock: a
     build in another thread waits, instead of leaving the copy with limits nobody applies."""
     shared = Article.objects.similar_to(QUERY, exact=True)  # a module-level search, say
-    lines, start = inspect.getsourcelines(VectorQuerySet.__getitem__)
-    target = start + next(
-        i for i, line in enumerate(lines) if "clone = self.__class__.__new__" in line
-    )
-    code = VectorQuerySet.__getitem__.__code__
-    paused, resume = threading.Event(), threading.Event()
-
-    def tracer(frame, event, arg):
-        if frame.f_code is not code:
-            return None
-
-        def local(frame, event, arg):
-            if event == "line" and frame.f_lineno == target:
-                paused.set()
-                resume.wait(5)
-            return local
-
-        return local
-
     made = {}
-
-    def slicer():
-        sys.settrace(tracer)
-        try:
-            made["head"] = shared[:5]  # no SQL in this thread
-        finally:
-            sys.settrace(None)
-
-    def builder():
-        made["all"] = shared.all()
-
-    slicing = threading.Thread(target=slicer)
-    slicing.start()
-    assert paused.wait(5)
-    building = threading.Thread(target=builder)
-    building.start()
-    building.join(0.3)
-    assert building.is_alive()  # waits for the slice's copy
-    resume.set()
-    slicing.join()
-    building.join()
+    waited = race(
+        VectorQuerySet.__getitem__,
+        "clone = self.__class__.__new__",
+        lambda: made.update(head=shared[:5]),  # no SQL in this thread
+        lambda: made.update(all=shared.all()),
+    )
+    assert waited  # for the slice's copy
     head = len(list(made["head"]))
     later = len(list(Article.objects.similar_to(QUERY, exact=True)[:5]))  # same recipe
     assert (head, later) == (5, 5)
