@@ -490,3 +490,20 @@ def test_equal_sets_iterated_in_another_order_are_other_parameters(articles):
     replay._STATEMENTS.clear()
     search(low_first)
     assert search(high_first) == compiled
+
+
+# -- Found by a third review ----------------------------------------------------------------
+
+
+def test_get_on_a_sliced_search_does_not_leave_its_limit_in_the_statement_of_filter(articles):
+    """Django's get() calls filter() -- a recorded step -- then limits that clone in place
+    (LIMIT 21); the statement compiled for it must not serve the same recipe later."""
+    first, second = vectors(2)
+
+    def top30(vector):
+        return Article.objects.similar_to(vector, exact=True)[:30]
+
+    with pytest.raises(Article.MultipleObjectsReturned):
+        top30(first).get()  # "returned more than 20": it fetched 21 rows
+    found = [a.pk for a in top30(second).filter()]  # no condition: the same 30 rows
+    assert found == exact_ids(articles, second, k=30)

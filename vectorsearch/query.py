@@ -670,6 +670,12 @@ class VectorQuerySet(models.QuerySet[_M]):
         recipe = self._own_recipe()
         return self._recorded(super().using(alias), recipe, "using", alias)
 
+    def get(self, *args: Any, **kwargs: Any) -> _M:
+        # Django's get() limits the clone its filter() made in place (LIMIT 21), which no
+        # recipe would say: run it from a clone without one.
+        found: _M = super(VectorQuerySet, self._chain()).get(*args, **kwargs)
+        return found
+
     def __getitem__(self, k: Any) -> Any:
         recipe = self._own_recipe()
         plain = isinstance(k, slice) and k.step is None and _index(k.start) and _index(k.stop)
@@ -1306,6 +1312,7 @@ _BUILDING_METHODS = (
     "select_related",
     "using",
     "__getitem__",
+    "get",
     "similar_to",
     "query",
     "_build",
