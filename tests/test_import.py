@@ -95,11 +95,23 @@ def test_existing_vectors_need_replace_and_nothing_is_half_imported(tmp_path, no
             ["999998", "999999"],
             r"2 id\(s\) match no embedapp.Note \(e.g. 999998, 999999\)",
         ),
+        (
+            np.ones((3, DIMS)),
+            ["{0}", "{1}", "0{0}"],  # the same primary key as the first, written otherwise
+            r"The ids are not unique: {0} is the id of vectors 1 and 3 \(counting from 1\)",
+        ),
+        (
+            np.ones((3, DIMS)),
+            ["{0}", "", " "],
+            r"2 id\(s\) are empty \(vector 2, 3, counting from 1\)",
+        ),
     ],
 )
 def test_bad_files_are_refused_before_anything_is_written(tmp_path, notes, vectors, ids, message):
-    file, ids_file = npy(tmp_path, vectors, ids or [notes[0].pk, notes[1].pk])
-    with pytest.raises(CommandError, match=message):
+    pks = [notes[0].pk, notes[1].pk]
+    ids = [i.format(*pks) for i in ids] if ids else pks
+    file, ids_file = npy(tmp_path, vectors, ids)
+    with pytest.raises(CommandError, match=message.format(*pks)):
         run("embedapp.Note", file, ids=ids_file)
     assert Embedding.objects.count() == 0
 

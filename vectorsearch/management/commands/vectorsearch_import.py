@@ -199,11 +199,25 @@ class Command(BaseCommand):
             # The generic path checks each chunk as it streams it (binary_copy_payload), while
             # the server is busy with the previous one.
             check_finite(vectors, object_ids)
-        if not all(object_ids):
-            raise CommandError("An id is empty; every vector needs its object's primary key.")
+        empty = [
+            position for position, object_id in enumerate(object_ids, 1) if not object_id.strip()
+        ]
+        if empty:
+            raise CommandError(
+                f"{len(empty):,} id(s) are empty (vector {', '.join(map(str, empty[:10]))}, "
+                "counting from 1); every vector needs its object's primary key."
+            )
         object_ids = canonical_ids(registration.model, object_ids)
         if len(set(object_ids)) != len(object_ids):
-            raise CommandError("The ids are not unique; each object may get one vector.")
+            first: dict[str, int] = {}
+            for position, object_id in enumerate(object_ids, 1):
+                if object_id in first:
+                    raise CommandError(
+                        f"The ids are not unique: {object_id} is the id of vectors "
+                        f"{first[object_id]} and {position} (counting from 1); each object may "
+                        "get one vector."
+                    )
+                first[object_id] = position
         missing = self.missing_objects(registration, object_ids, using)
         if missing:
             raise CommandError(
