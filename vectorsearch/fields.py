@@ -459,7 +459,14 @@ class _DenseMixin:
             return None
         if isinstance(value, bytes | memoryview):
             return decode_dense(value, self._dtype)
-        numbers = super().from_db_value(value, expression, connection)  # type: ignore[misc]
+        if isinstance(value, str):
+            # pgvector's text form, "[0.1,-0,1e-07]", parsed by numpy in one call: ~46 µs for
+            # 384 numbers where pgvector's float() per item takes ~120, on every row read
+            # outside a search (the admin, get(), values(), dumpdata). (orjson would be faster
+            # still, but reads "-0" as the integer 0.)
+            numbers: Any = np.fromstring(value[1:-1], dtype=np.float64, sep=",")
+        else:  # a Vector or array, where pgvector's psycopg loaders are registered
+            numbers = super().from_db_value(value, expression, connection)  # type: ignore[misc]
         values: list[float] = np.asarray(numbers, dtype=self._dtype).tolist()
         return values
 
