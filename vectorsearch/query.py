@@ -877,7 +877,6 @@ class VectorQuerySet(models.QuerySet[_M]):
         )
         assert ranked._search is not None
         search = ranked._search
-        size = getattr(self.model._meta.get_field(search.field), "length", None)
         n = Value(candidates_)
         # Ranks are row numbers over the merged candidates. A row of the vector list is nearer
         # than every row only the text list brought (and vice versa for text rank), so the first
@@ -894,7 +893,7 @@ class VectorQuerySet(models.QuerySet[_M]):
             self.filter(Q(pk__in=vector_ids) | Q(pk__in=text_ids))
             .alias(_document=document)
             .annotate(distance=search.distance.expression(search.field, search.value))
-            .annotate(score=search.distance.score("distance", dimensions=size))
+            .annotate(score=search.distance.score("distance", dimensions=search.size))
             .annotate(
                 text_score=Case(
                     When(matches, then=SearchRank(document, text_query)),
@@ -1121,8 +1120,7 @@ class VectorQuerySet(models.QuerySet[_M]):
             )
         if flat:
             _drop_annotation(queryset, "score")
-            size = getattr(self.model._meta.get_field(search.field), "length", None)
-            plan.score = functools.partial(search.distance.score_of, dimensions=size)
+            plan.score = functools.partial(search.distance.score_of, dimensions=search.size)
             # Its rows go straight to model instances: vectors may travel in binary.
             setattr(queryset.query, BINARY_READS, True)
         # The flat index query fetches the k nearest from the start; Python cuts [low:high].
