@@ -24,7 +24,7 @@ from django.utils import timezone, translation
 import vectorsearch.query as vector_query
 from tests import test_query
 from tests.queryapp.models import Article, Category
-from tests.test_query import QUERY, ROWS, exact_ids
+from tests.test_query import QUERY, ROWS, current, exact_ids
 from vectorsearch import HnswIndex, VectorField, VectorQuerySet, replay
 from vectorsearch.models import Embedding
 
@@ -85,6 +85,7 @@ def test_the_index_path_replays_too_and_keeps_its_settings(articles):
         assert [r.distance for r in found] == sorted(r.distance for r in found)
         assert "SET LOCAL hnsw.ef_search" in queries[0]["sql"]
         assert len(calls) == (1 if i == 0 else 0)
+        assert current("hnsw.ef_search") == "40"  # pgvector's default: nothing left behind
 
 
 def test_other_filter_values_are_other_statements(articles):
