@@ -425,6 +425,17 @@ def test_embedding_admin_list_reads_objects_per_model_not_per_row(admin_client, 
     assert len(note_reads) == len(article_reads) == 1
 
 
+def test_an_id_that_is_no_pk_is_the_only_orphan_of_its_model(admin_client, notes, articles):
+    from vectorsearch.models import Embedding
+
+    stray = Embedding.objects.filter(object_id=str(notes["far"].pk)).get()
+    stray.pk, stray.object_id = None, "abc"  # cannot be a Note's integer pk
+    stray.save()
+    html = admin_client.get("/admin/vectorsearch/embedding/").content.decode()
+    assert html.count("orphan: the object is gone") == 1
+    assert html.count('<td class="field-state">current</td>') == 9  # the other Notes too
+
+
 def test_embedding_admin_shows_orphans(admin_client, notes):
     Note.objects.filter(pk=notes["far"].pk)._raw_delete(Note.objects.db)
     html = admin_client.get("/admin/vectorsearch/embedding/").content.decode()

@@ -729,19 +729,19 @@ class EmbeddingAdmin(_EmbeddingAdminBase):
         if "state" in changelist.list_display:
             # The state needs each row's object: one query per model on the page, not per row.
             rows = list(changelist.result_list)
-            wanted: dict[Registration, list[str]] = {}
+            wanted: dict[Registration, list[Any]] = {}
             for row in rows:
                 registration = self._registration(row)
-                if registration is not None:
-                    wanted.setdefault(registration, []).append(row.object_id)
-            found: dict[tuple[int, str], Any] = {}
-            for registration, object_ids in wanted.items():
-                model = registration.model
-                pk_field = model._meta.pk
+                if registration is None:
+                    continue
                 try:
-                    pks = [pk_field.to_python(oid) for oid in object_ids]
+                    pk = registration.model._meta.pk.to_python(row.object_id)
                 except ValidationError:  # an id that cannot be this model's pk: an orphan
                     continue
+                wanted.setdefault(registration, []).append(pk)
+            found: dict[tuple[int, str], Any] = {}
+            for registration, pks in wanted.items():
+                model = registration.model
                 ct_id = registration.content_type_id(changelist.queryset.db)
                 for obj in model._base_manager.using(changelist.queryset.db).filter(pk__in=pks):
                     found[(ct_id, str(obj.pk))] = obj
@@ -751,6 +751,14 @@ class EmbeddingAdmin(_EmbeddingAdminBase):
         return changelist
 
     def _registration(self, row: Embedding) -> Registration | None:
+        # Asked several times per row (list columns, the change page): looked up once.
+        memo: Any = row  # an attribute Embedding does not declare
+        if not hasattr(memo, "_vectorsearch_registration"):
+            memo._vectorsearch_registration = self._find_registration(row)
+        registration: Registration | None = memo._vectorsearch_registration
+        return registration
+
+    def _find_registration(self, row: Embedding) -> Registration | None:
         model = row.content_type.model_class()
         if model is None:
             return None
