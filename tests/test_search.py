@@ -82,6 +82,11 @@ def test_search_by_vector_and_bad_queries(notes):
         vectorsearch.search(Note, [1.0, 2.0])
     with pytest.raises(InvalidQuery, match="k must be a whole number from 1 to 1000"):
         vectorsearch.search(Note, "x", k=0)
+    with pytest.raises(InvalidQuery, match="k must be a whole number from 1 to 1000, not None"):
+        vectorsearch.search(Note, "x", k=None)
+    # Not zero, but no float32 length: refused as similar_to() refuses it (cosine NaNs).
+    with pytest.raises(InvalidQuery, match="too close to zero for a float32 length"):
+        vectorsearch.search(Note, [1e-30] + [0.0] * 255)
     with pytest.raises(InvalidQuery, match="search text is empty"):
         vectorsearch.search(Note, "  ")
     with pytest.raises(InvalidQuery, match=r"testapp\.Document is not registered"):

@@ -177,24 +177,30 @@ def _query_parts(field: models.Field[Any, Any], query: Any, distance: Distance) 
     if value is None:
         raise InvalidQuery("The query vector is empty.")
     if distance is Distance.COSINE:
-        if isinstance(value, SparseVector):
-            norm = float(np.linalg.norm(value.values()))
-        else:
-            # As pgvector sums it: the stored float32 (float16) numbers, squared in float32.
-            # [1e-30, ...] is not zero, yet its length is, and every distance NaN.
-            stored = np.asarray(value, dtype=np.float32)
-            norm = float(np.dot(stored, stored))
-        if norm == 0:
-            raise InvalidQuery(
-                "The query vector is all zeros (or too close to zero for a float32 length), "
-                "which has no direction: its cosine distance to every row is undefined. Use "
-                "another vector, or the l2 distance."
-            )
+        numbers = value.values() if isinstance(value, SparseVector) else value
+        if has_no_length(numbers, vtype):
+            raise InvalidQuery(NO_DIRECTION)
     if vtype == "bit":
         return Bit(value).to_text(), value
     if vtype == "sparsevec":
         return value, value
     return QueryVector(dense_text(value), vtype or "vector"), value
+
+
+NO_DIRECTION = (
+    "The query vector is all zeros (or too close to zero for a float32 length), which has no "
+    "direction: its cosine distance to every row is undefined. Use another vector, or the l2 "
+    "distance."
+)
+
+
+def has_no_length(values: Any, vector_type: str | None) -> bool:
+    """Whether a vector's cosine length is 0 as pgvector computes it: the stored float32
+    (float16) numbers squared and summed in float32. [1e-30, ...] is not zero, yet its length
+    is, and every cosine distance to it NaN."""
+    stored = np.asarray(values, dtype=np.float16 if vector_type == "halfvec" else np.float32)
+    stored = stored.astype(np.float32, copy=False)
+    return float(np.dot(stored, stored)) == 0.0
 
 
 _TEXT = TextField()

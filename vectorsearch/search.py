@@ -24,7 +24,7 @@ from pgvector import HalfVector, Vector
 
 from .distances import Distance
 from .exceptions import InvalidQuery
-from .query import check_k, query_settings
+from .query import NO_DIRECTION, check_k, has_no_length, query_settings
 from .registry import Registration, registry
 from .search_settings import apply_settings
 
@@ -50,7 +50,10 @@ def search(
     if isinstance(queryset, type):
         queryset = queryset._default_manager.all()
     checked_k = check_k(k)  # the same rule and message as similar_to(k=...)
-    assert checked_k is not None
+    if checked_k is None:  # optional for similar_to(), not here
+        raise InvalidQuery(
+            f"k must be a whole number from 1 to {query_settings()['MAX_K']}, not None."
+        )
     from .exceptions import NotRegistered
 
     try:
@@ -134,17 +137,14 @@ def query_vector(registration: Registration, query: Any, distance: Distance | No
             raise InvalidQuery(f"Invalid query vector: {' '.join(e.messages)}") from None
         if values is None:
             raise InvalidQuery("The query vector is empty.")
-    if not np.any(np.asarray(values, dtype=np.float64)):
-        # A zero vector has no direction: under cosine every row is at distance NaN, and the
-        # "results" would be the table in storage order.
-        if isinstance(query, str):
-            raise InvalidQuery(
-                "There is nothing in that text to search by: it has no words the embedder knows."
-            )
-        if distance is Distance.COSINE:
-            raise InvalidQuery(
-                "The query vector is all zeros, which has no direction to compare by."
-            )
+    if isinstance(query, str) and not np.any(np.asarray(values, dtype=np.float64)):
+        raise InvalidQuery(
+            "There is nothing in that text to search by: it has no words the embedder knows."
+        )
+    if distance is Distance.COSINE and has_no_length(values, registration.vector_type()):
+        # Under cosine every row would be at distance NaN, and the "results" the table in
+        # storage order.
+        raise InvalidQuery(NO_DIRECTION)
     return HalfVector(values) if registration.vector_type() == "halfvec" else Vector(values)
 
 
