@@ -58,6 +58,8 @@ __all__ = [
     "VectorSearchAPIView",
     "VectorSearchView",
     "highlight",
+    "is_timeout",
+    "statement_timeout",
 ]
 
 logger = logging.getLogger("vectorsearch.views")
