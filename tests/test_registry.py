@@ -200,3 +200,11 @@ def test_a_foreign_key_in_the_source_text_is_read_in_the_same_query(
         (batch,) = [items for _, items in iter_items(registration, batch_size=count)]
     permission = Permission.objects.select_related("content_type").order_by("pk").first()
     assert batch[0].text == f"{permission.name}\n\n{permission.content_type}"
+    # The admin's re-embed action reads the selected objects the same way: one query.
+    from vectorsearch.sync import reading_sources
+
+    with django_assert_num_queries(1):
+        texts = [
+            str(p.content_type) for p in reading_sources(registration, Permission.objects.all())
+        ]
+    assert len(texts) == count

@@ -594,19 +594,21 @@ class VectorSearchAdminMixin(_Base):
     )
     def vectorsearch_reembed(self, request: HttpRequest, queryset: models.QuerySet[Any]) -> None:
         """Embed the selected objects again, whatever their state, and say how it went."""
-        from .sync import embed_items, items_of, write_vectors
+        from .sync import (
+            Failure,
+            embed_items,
+            failure_summary,
+            items_of,
+            reading_sources,
+            write_vectors,
+        )
 
         registration = self.get_vectorsearch_registration()
         using = queryset.db
         batch_size = int(get_settings()["BATCH_SIZE"])
-        objects = queryset.order_by("pk")
-        only = registration.loaded_fields()
-        if only is not None:
-            objects = objects.only(*only)
-        elif registration.vector_field is not None:
-            objects = objects.defer(registration.vector_field)
+        objects = reading_sources(registration, queryset.order_by("pk"))
         embedded = 0
-        failures: list[str] = []
+        failures: list[Failure] = []
         batch: list[Any] = []
 
         def flush() -> None:
@@ -614,7 +616,7 @@ class VectorSearchAdminMixin(_Base):
             items = items_of(registration, batch, column_known=False)
             good, vectors, failed = embed_items(registration, items)
             embedded += write_vectors(registration, good, vectors, using=using)
-            failures.extend(f"pk={f.object_id}: {f.error}" for f in failed)
+            failures.extend(failed)
             batch.clear()
 
         try:
@@ -642,7 +644,6 @@ class VectorSearchAdminMixin(_Base):
                 messages.SUCCESS,
             )
         if failures:
-            shown = "; ".join(failures[:5]) + ("; …" if len(failures) > 5 else "")
             self.message_user(
                 request,
                 ngettext(
@@ -650,7 +651,7 @@ class VectorSearchAdminMixin(_Base):
                     "%(count)d objects could not be embedded: %(errors)s",
                     len(failures),
                 )
-                % {"count": len(failures), "errors": shown},
+                % {"count": len(failures), "errors": failure_summary(failures)},
                 messages.ERROR,
             )
         if not embedded and not failures:

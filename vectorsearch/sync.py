@@ -132,6 +132,25 @@ def items_of(
     return out
 
 
+def reading_sources(registration: Registration, queryset: models.QuerySet[Any]) -> Any:
+    """``queryset`` reading what embedding its objects needs: the source fields (a foreign key
+    among them joined, as it is read as ``str(related object)``), never the vector itself."""
+    model = registration.model
+    only = registration.loaded_fields()
+    if only is None:
+        if registration.vector_field is not None:
+            queryset = queryset.defer(registration.vector_field)
+        return queryset
+    queryset = queryset.only(*only)
+    related = [
+        name
+        for name in registration.fields
+        if getattr(model._meta.get_field(name), "many_to_one", False)
+        or getattr(model._meta.get_field(name), "one_to_one", False)
+    ]
+    return queryset.select_related(*related) if related else queryset
+
+
 def iter_items(
     registration: Registration, *, batch_size: int, using: str = "default", after: Any = None
 ) -> Iterator[tuple[Any, list[Item]]]:
@@ -140,21 +159,9 @@ def iter_items(
     Yields ``(last primary key, items)``; each batch is one query, so a table of any size is
     read in bounded memory and no cursor is held between batches.
     """
-    model = registration.model
-    queryset = model._base_manager.using(using).order_by("pk")
-    only = registration.loaded_fields()
-    if only is not None:
-        queryset = queryset.only(*only)
-        # A foreign key among the source fields is read as str(related object): fetch them in
-        # the same query rather than one query per row.
-        related = [
-            name
-            for name in registration.fields
-            if getattr(model._meta.get_field(name), "many_to_one", False)
-            or getattr(model._meta.get_field(name), "one_to_one", False)
-        ]
-        if related:
-            queryset = queryset.select_related(*related)
+    queryset = reading_sources(
+        registration, registration.model._base_manager.using(using).order_by("pk")
+    )
     if registration.vector_field is not None:
         queryset = queryset.annotate(
             _vs_has_vector=models.ExpressionWrapper(
@@ -162,9 +169,6 @@ def iter_items(
                 output_field=models.BooleanField(),
             )
         )
-        if only is None:
-            # The vector itself is never needed to decide (only() leaves it out already).
-            queryset = queryset.defer(registration.vector_field)
     last = after
     while True:
         page = queryset if last is None else queryset.filter(pk__gt=last)
@@ -572,7 +576,7 @@ def backfill(
             if failures and on_error == "stop":
                 raise EmbeddingError(
                     f"{registration.label}: the embedder failed for {len(failures)} row(s) "
-                    f"({_failure_summary(failures)}); this batch was not written, earlier ones "
+                    f"({failure_summary(failures)}); this batch was not written, earlier ones "
                     "were. Fix the cause and run the command again to resume, or pass "
                     "--on-error skip to embed the other rows.",
                     positions=[],
@@ -588,7 +592,8 @@ def backfill(
     return result
 
 
-def _failure_summary(failures: Sequence[Failure], limit: int = 5) -> str:
+def failure_summary(failures: Sequence[Failure], limit: int = 5) -> str:
+    """The first ``limit`` failures, "pk=...: error" each, and how many more."""
     shown = "; ".join(f"pk={f.object_id}: {f.error}" for f in failures[:limit])
     more = f"; and {len(failures) - limit} more" if len(failures) > limit else ""
     return shown + more
