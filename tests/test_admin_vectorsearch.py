@@ -95,8 +95,16 @@ def test_change_form_shows_the_vector_compactly_not_as_a_text_box(admin_client, 
 
 
 def test_generic_registration_shows_the_embedding_tables_vector(admin_client, notes):
-    page = admin_client.get(f"/admin/embedapp/note/{notes['public'].pk}/change/").content.decode()
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get(f"/admin/embedapp/note/{notes['public'].pk}/change/")
+    page = response.content.decode()
     assert "<dt>Dimensions</dt><dd>256</dd>" in page
+    # The display and the similar items share one read of the stored vector.
+    reads = [q for q in captured if q["sql"].startswith('SELECT "vectorsearch_embedding"."vector"')]
+    assert len(reads) == 1
     assert "<dt>Embedder</dt><dd><code>hashing:" in page
 
 

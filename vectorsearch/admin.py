@@ -151,13 +151,15 @@ def stored_vector(registration: Registration, obj: models.Model, using: str) -> 
         if attname in obj.get_deferred_fields():
             obj.refresh_from_db(fields=[attname])
         return getattr(obj, attname)
-    row = (
+    vector = (
         registration.embedding_rows(using)
         .filter(object_id=str(obj.pk))
         .values_list("vector", flat=True)
         .first()
     )
-    return row
+    # The change page asks twice (the display, the similar items): read once.
+    obj._vectorsearch_vector = vector  # type: ignore[attr-defined]
+    return vector
 
 
 def embedding_state(registration: Registration, obj: models.Model, using: str) -> str:
