@@ -291,7 +291,7 @@ def test_a_view_filter_applies_to_the_models_that_have_the_field(notes):
 def test_statement_timeout_cancels_a_slow_query_and_puts_the_callers_setting_back(db):
     from django.db import OperationalError, connection
 
-    from vectorsearch.views import is_timeout, statement_timeout
+    from vectorsearch.db import is_timeout, statement_timeout
 
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL statement_timeout = '7s'")

@@ -16,7 +16,7 @@ chooses how to find the rows:
   rows, ordered by ``distance + 0`` so no vector index can be chosen.
 
 The pgvector settings the plan needs are sent with ``SET LOCAL`` in the search's own round trip
-(:mod:`vectorsearch.search_settings`), so they never outlive it.
+(:mod:`vectorsearch.db`), so they never outlive it.
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ from pgvector import Bit, HalfVector, SparseVector, Vector
 
 from . import replay
 from .conf import get_settings
+from .db import apply_settings
 from .distances import Distance, IndexMethod, vector_type_of
 from .exceptions import ImproperlyConfiguredVectorSearch, InvalidQuery
 from .fields import BINARY_READS, dense_text, validate_dense_array
 from .indexes import index_distance, index_method, serves_column, vector_indexes
-from .search_settings import apply_settings
 
 __all__ = ["Strategy", "VectorManager", "VectorQuerySet", "mmr_select"]
 

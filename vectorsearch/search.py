@@ -22,11 +22,11 @@ from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.functions import Cast
 from pgvector import HalfVector, Vector
 
+from .db import apply_settings
 from .distances import Distance
 from .exceptions import InvalidQuery
 from .query import NO_DIRECTION, check_k, has_no_length, query_settings
 from .registry import Registration, registry
-from .search_settings import apply_settings
 
 __all__ = ["search"]
 
@@ -77,7 +77,7 @@ class IterativeScanMixin:
     pgvector 0.8's iterative scan keeps scanning until enough rows pass. ``relaxed_order`` may
     return them slightly out of order, which the outer ``ORDER BY distance`` restores. The
     settings (with the app's ``FILTERED_EF_SEARCH``) travel with the query as transaction-local
-    ``SET LOCAL``s (:mod:`vectorsearch.search_settings`), so they never outlive it on a pooled
+    ``SET LOCAL``s (:mod:`vectorsearch.db`), so they never outlive it on a pooled
     connection. (``count()``, ``exists()`` and ``iterator()`` run without them.)
     """
 

@@ -25,14 +25,13 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django import forms
 from django.core.exceptions import FieldDoesNotExist, TooManyFieldsSent, ValidationError
-from django.db import DatabaseError, OperationalError, transaction
+from django.db import DatabaseError, OperationalError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.template.response import TemplateResponse
@@ -43,6 +42,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from .conf import get_settings
+from .db import is_timeout, statement_timeout
 from .exceptions import EmbeddingError, InvalidQuery
 from .forms import SearchForm
 from .registry import Registration, registry
@@ -58,8 +58,6 @@ __all__ = [
     "VectorSearchAPIView",
     "VectorSearchView",
     "highlight",
-    "is_timeout",
-    "statement_timeout",
 ]
 
 logger = logging.getLogger("vectorsearch.views")
@@ -635,35 +633,6 @@ def _check_values(model: type[Model], name: str, values: list[str]) -> None:
                 _("%(value)s is not a valid value for %(name)s.")
                 % {"value": _quote(value), "name": _quote(name)}
             )
-
-
-@contextmanager
-def statement_timeout(milliseconds: int, using: str | None = None) -> Iterator[None]:
-    """Run the block in a transaction whose queries PostgreSQL cancels after ``milliseconds``.
-
-    The setting is transaction-local, so it never outlives the block on a pooled connection;
-    inside a caller's transaction (``ATOMIC_REQUESTS``) the block is a savepoint, whose release
-    would not end it, so the caller's value is put back. A cancelled query raises
-    ``OperationalError`` (see :func:`is_timeout`).
-    """
-    with transaction.atomic(using=using):
-        connection = transaction.get_connection(using)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT current_setting('statement_timeout'), "
-                "set_config('statement_timeout', %s, true)",
-                [str(int(milliseconds))],
-            )
-            previous = cursor.fetchone()[0]
-        yield
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
-
-
-def is_timeout(error: BaseException) -> bool:
-    """Whether PostgreSQL cancelled the statement (statement_timeout): SQLSTATE 57014."""
-    cause = error.__cause__
-    return getattr(cause, "sqlstate", None) == "57014"
 
 
 def _with_page(params: QueryDict, page: int) -> str:

@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, render
 
 import vectorsearch
 from vectorsearch.conf import get_settings
-from vectorsearch.views import is_timeout, statement_timeout
+from vectorsearch.db import is_timeout, statement_timeout
 
 from .models import Passage
 

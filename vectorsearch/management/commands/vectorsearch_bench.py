@@ -11,8 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from pgvector import HalfVector, Vector
 
+from ...db import apply_settings
 from ...registry import Registration
-from ...search_settings import apply_settings
 from ..utils import fraction, int_list, positive_int, registration_indexes, select_registrations
 
 DEFAULT_EF_SEARCH = "10,20,40,80,160,320"

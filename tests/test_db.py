@@ -1,4 +1,4 @@
-"""vectorsearch.search_settings: SET LOCAL settings for one search, never left behind."""
+"""vectorsearch.db: SET LOCAL settings for one search, never left behind."""
 
 import copy
 
@@ -7,7 +7,7 @@ from django.db import connections, transaction
 from django.db.models import CharField, Func, Value
 
 from tests.queryapp.models import Article, Category
-from vectorsearch.search_settings import apply_settings, set_local_statements
+from vectorsearch.db import apply_settings, set_local_statements
 
 
 def ef_seen():

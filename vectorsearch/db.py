@@ -1,4 +1,6 @@
-"""Per-query pgvector settings (``hnsw.ef_search``, ``hnsw.iterative_scan``...) that never leak.
+"""Database session helpers: per-query pgvector settings, statement timeouts, timeout detection.
+
+Per-query pgvector settings (``hnsw.ef_search``, ``hnsw.iterative_scan``...) that never leak.
 
 A search that needs ``SET hnsw.ef_search = 100`` must not leave it behind for the next request on
 a pooled or persistent connection, nor for the next query of the caller's own transaction. So the
@@ -22,9 +24,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 
-__all__ = ["apply_settings", "set_local_statements"]
+__all__ = ["apply_settings", "is_timeout", "set_local_statements", "statement_timeout"]
 
 _SAVEPOINT = "vectorsearch_settings"
 # Names and values end up in SQL text (SET takes no parameters), so both are checked here even
@@ -134,3 +136,32 @@ def apply_settings(using: str, settings: Mapping[str, Any]) -> Iterator[None]:
         return
     with connections[using].execute_wrapper(_SettingsWrapper(settings)):
         yield
+
+
+@contextmanager
+def statement_timeout(milliseconds: int, using: str | None = None) -> Iterator[None]:
+    """Run the block in a transaction whose queries PostgreSQL cancels after ``milliseconds``.
+
+    The setting is transaction-local, so it never outlives the block on a pooled connection;
+    inside a caller's transaction (``ATOMIC_REQUESTS``) the block is a savepoint, whose release
+    would not end it, so the caller's value is put back. A cancelled query raises
+    ``OperationalError`` (see :func:`is_timeout`).
+    """
+    with transaction.atomic(using=using):
+        connection = transaction.get_connection(using)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), "
+                "set_config('statement_timeout', %s, true)",
+                [str(int(milliseconds))],
+            )
+            previous = cursor.fetchone()[0]
+        yield
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+
+
+def is_timeout(error: BaseException) -> bool:
+    """Whether PostgreSQL cancelled the statement (statement_timeout): SQLSTATE 57014."""
+    cause = error.__cause__
+    return getattr(cause, "sqlstate", None) == "57014"
