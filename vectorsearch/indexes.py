@@ -193,6 +193,17 @@ def index_distance(index: Any, model: type[Model]) -> Distance | None:
     return VectorIndexMixin.distance_for(index, model)
 
 
+def served_distances(model: type[Model], field_name: str) -> set[Distance]:
+    """The distances the plain vector indexes of ``model.field_name`` serve (the table's own
+    ``Meta.indexes``: pass the model that declares the column)."""
+    found = {
+        index_distance(index, model)
+        for index in vector_indexes(model)
+        if serves_column(index, field_name)
+    }
+    return {d for d in found if d is not None}
+
+
 def serves_column(index: Any, field_name: str) -> bool:
     """Whether ``ORDER BY field <op> query`` can use ``index``: a plain index on that one field.
 
