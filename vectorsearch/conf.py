@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     # 400 gives recall@10 0.979 (0.985 on another 300), 500 gives 0.980 (0.988), 600 0.986 at
     # ~20% more time; 50% filters reach 0.987+ from 400.
     "FILTERED_EF_SEARCH": 500,
+    # Searches over a binary-quantized index (HnswIndex(quantization="binary")) find this many
+    # times the rows asked by Hamming distance, then keep the nearest by the full distance.
+    "BINARY_OVERFETCH": 4,
     # hnsw.max_scan_tuples of the iterative index scans of filtered searches: how many index
     # tuples a scan may visit before it gives up (pgvector: 20000); an exact scan then completes
     # a short answer.
@@ -131,6 +134,7 @@ _RANGES = {
     "MAX_SCAN_TUPLES": (1, 2**31 - 1),
     "EXACT_SEARCH_MAX_ROWS": (0, 2**63 - 1),
     "RRF_K": (0, 1_000_000),
+    "BINARY_OVERFETCH": (1, 100),
 }
 
 

@@ -523,13 +523,12 @@ class SparseVectorField(_ValidatedMixin, pgvector_django.SparseVectorField):
     @cached_property
     def _max_nonzeros(self) -> int:
         # An HNSW index on a sparsevec column takes at most 1,000 non-zero elements per row.
-        from .indexes import index_field_names, index_method, vector_indexes
-
         model = getattr(self, "model", None)
-        if model is not None:
-            for index in vector_indexes(model):
-                if index_method(index) == "hnsw" and self.name in index_field_names(index, model):
-                    return SPARSEVEC_HNSW_MAX_NNZ
+        for index in model._meta.indexes if model is not None else ():
+            if isinstance(index, pgvector_django.HnswIndex) and self.name in [
+                name.lstrip("-") for name in index.fields
+            ]:
+                return SPARSEVEC_HNSW_MAX_NNZ
         return SPARSEVEC_MAX_NNZ
 
 

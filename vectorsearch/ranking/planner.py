@@ -110,7 +110,7 @@ def plan(
     rows: bool = False,
     allow_sql: bool = True,
     force_exact: bool = False,
-    estimate: Callable[[models.QuerySet[Any]], tuple[float, float]] | None = None,
+    estimate: Callable[[models.QuerySet[Any], int | None], tuple[float, float]] | None = None,
 ) -> Plan:
     """How to run ``queryset`` (which carries ``spec``'s annotations and ordering).
 
@@ -118,8 +118,8 @@ def plan(
       search ranked by distance alone can run as one flat query.
     - ``allow_sql``: False for a subquery, which no setting reaches: filtered searches are exact.
     - ``force_exact``: complete a short answer of an iterative scan.
-    - ``estimate``: ``(rows the filters keep, rows in the table)``; :func:`estimate_rows` by
-      default.
+    - ``estimate(queryset, k)``: ``(rows the filters keep, rows in the table)``;
+      :func:`estimate_rows` by default.
     """
     base = queryset._chain()  # type: ignore[attr-defined]
     if spec is None:
@@ -150,7 +150,7 @@ def plan(
     threshold = Q() if spec.max_distance is None else Q(distance__lte=spec.max_distance)
     outer_high = limit if by_distance else high
     settings: dict[str, Any] = {}
-    flat = rows and target.column is not None and _is_flat(base, spec, ordering, by_distance)
+    flat = rows and target.direct and _is_flat(base, spec, ordering, by_distance)
     result = Plan(base, strategy=strategy)
     if strategy is Strategy.EXACT:
         if limit is None and spec.max_distance is not None:
@@ -158,7 +158,7 @@ def plan(
             # size of the answer must not depend on which strategy the planner chose.
             limit = conf["MAX_K"]
             outer_high = limit if by_distance else high
-        if (limit is None or flat) and target.column is not None:
+        if (limit is None or flat) and target.direct:
             # One query. The selected distance itself is "+ 0", ordered by its alias: no vector
             # index serves it, and each row's distance is computed once.
             queryset_ = base.filter(threshold) if threshold else base
@@ -185,7 +185,7 @@ def plan(
             and not filtered
             and spec.max_distance is None
             and limit is not None
-            and target.column is not None
+            and target.direct
         )
         if simple:
             # Unfiltered: one index scan returns ef_search rows in order, so ef_search >= the
@@ -204,11 +204,15 @@ def plan(
         else:
             # The k nearest by an iterative index scan (relaxed order, so it keeps going until
             # k rows pass the filters), then sorted again exactly outside -- pgvector's
-            # materialized-CTE pattern, as "pk IN (subquery)" so it stays a queryset.
+            # materialized-CTE pattern, as "pk IN (subquery)" so it stays a queryset. A binary
+            # index is walked for `overfetch` times the rows, re-ranked by the full distance.
+            inner_limit = limit if limit is not None else conf["MAX_K"]
+            if target.quantization == "binary":
+                inner_limit *= spec.overfetch or conf["BINARY_OVERFETCH"]
+                ef = max(ef, min(inner_limit, 1000))
             nearest = target.nearest(
-                base, spec.value, limit=limit if limit is not None else conf["MAX_K"],
-                exact=False, exclude_pk=spec.exclude_pk,
-            )  # fmt: skip
+                base, spec.value, limit=inner_limit, exact=False, exclude_pk=spec.exclude_pk
+            )
             settings = index_settings(target.index_method, ef, True)
             queryset_ = base.filter(Q(pk__in=nearest) & threshold)
             queryset_ = queryset_.order_by(*_unindexed_ordering(ordering))
@@ -253,7 +257,7 @@ def choose_strategy(
     limit: int | None,
     allow_sql: bool,
     force_exact: bool,
-    estimate: Callable[[models.QuerySet[Any]], tuple[float, float]],
+    estimate: Callable[[models.QuerySet[Any], int | None], tuple[float, float]],
 ) -> Strategy:
     """Exact scan or index scan, for this queryset and search."""
     if force_exact or spec.exact is True or spec.target.index_method is None:
@@ -266,7 +270,7 @@ def choose_strategy(
         return Strategy.INDEX
     if not allow_sql:
         return Strategy.EXACT  # a subquery: no settings reach it, so stay complete
-    kept, total = estimate(base)
+    kept, total = estimate(base, limit)
     return Strategy.EXACT if exact_is_cheaper(kept, total, limit) else Strategy.INDEX
 
 
@@ -276,8 +280,12 @@ def exact_is_cheaper(kept: float, total: float, k: int | None) -> bool:
     conf = get_settings()
     if conf["EXACT_SEARCH_MAX_ROWS"] is not None:
         return bool(kept <= conf["EXACT_SEARCH_MAX_ROWS"])
-    wanted = k or conf["MAX_K"]
-    return kept <= math.sqrt(EXACT_COST_RATIO * wanted * max(total, kept))
+    return kept <= _crossover(max(total, kept), k)
+
+
+def _crossover(total: float, k: int | None) -> float:
+    """The filtered rows below which an exact scan is cheaper than an iterative index scan."""
+    return math.sqrt(EXACT_COST_RATIO * (k or get_settings()["MAX_K"]) * total)
 
 
 def index_settings(method: IndexMethod | None, ef_search: int, iterative: bool) -> dict[str, Any]:
@@ -360,12 +368,22 @@ class _Expiring:
 
 
 _ESTIMATES = _Expiring(ESTIMATE_TTL, 1024)
+# Per filter *shape* (its SQL without the values): the estimates seen for its values, so a
+# search whose value changes from request to request can skip the EXPLAIN when every value seen
+# lands far on one side of the crossover (SHAPE_MARGIN times), as `category = %s` over 100
+# categories of 1,000 rows each does.
+_SHAPES = _Expiring(ESTIMATE_TTL, 1024)
+_TABLE_ROWS = _Expiring(ESTIMATE_TTL, 256)
+#: How far (a factor) every estimate of a filter shape must lie from the crossover, and how many
+#: there must be, before a new value of that shape is decided without an EXPLAIN.
+SHAPE_MARGIN, SHAPE_SEEN = 4.0, 3
 
 
-def estimate_rows(queryset: models.QuerySet[Any]) -> tuple[float, float]:
+def estimate_rows(queryset: models.QuerySet[Any], k: int | None = None) -> tuple[float, float]:
     """PostgreSQL's estimates of the rows ``queryset``'s filters keep and of the rows of its
     table: one EXPLAIN, no scan, cached for :data:`ESTIMATE_TTL` seconds per filter SQL and
-    parameters."""
+    values -- or none, when other values of the same filter shape were all decisive for ``k``.
+    """
     query = queryset.query
     try:
         where_sql, where_params = query.get_compiler(using=queryset.db).compile(query.where)
@@ -385,28 +403,51 @@ def estimate_rows(queryset: models.QuerySet[Any]) -> tuple[float, float]:
         )
         for alias, join in query.alias_map.items()
     )
-    key = (queryset.db, query.model, where_sql, tuple(where_params), joins, query.distinct)
+    shape = (queryset.db, query.model, where_sql, joins, query.distinct, k)
+    key = (*shape, tuple(where_params))
     try:
         cached = _ESTIMATES.get(key)
     except TypeError:  # an unhashable parameter: estimate every time
         key, cached = None, None  # type: ignore[assignment]
     if cached is not None:
         return cached  # type: ignore[no-any-return]
+    seen = _SHAPES.get(shape) or []
+    if len(seen) >= SHAPE_SEEN:
+        total = seen[0][1]
+        crossover = _crossover(total, k)
+        low, high = min(kept for kept, _ in seen), max(kept for kept, _ in seen)
+        if high * SHAPE_MARGIN < crossover or low > crossover * SHAPE_MARGIN:
+            return (low, total) if high < crossover else (high, total)
+    estimate = _explain(queryset)
+    if key is not None:
+        _ESTIMATES.put(key, estimate)
+        _SHAPES.put(shape, [*seen[-15:], estimate])
+    return estimate
+
+
+def _explain(queryset: models.QuerySet[Any]) -> tuple[float, float]:
     probe = queryset.order_by().values("pk")
     probe.query.clear_limits()
     sql, params = probe.query.get_compiler(using=queryset.db).as_sql()
-    table = query.model._meta.db_table  # type: ignore[union-attr]
     with connections[queryset.db].cursor() as cursor:
         cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         explained = cursor.fetchone()[0]
-        cursor.execute(
-            "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(%s)", [table]
-        )
-        found = cursor.fetchone()
     parsed = json.loads(explained) if isinstance(explained, str) else explained
     kept = float(parsed[0]["Plan"]["Plan Rows"])
-    total = float(found[0]) if found and found[0] is not None else kept
-    estimate = (kept, max(total, kept))
-    if key is not None:
-        _ESTIMATES.put(key, estimate)
-    return estimate
+    return kept, max(_table_rows(queryset), kept)
+
+
+def _table_rows(queryset: models.QuerySet[Any]) -> float:
+    """The planner's row count of the queryset's table (pg_class.reltuples), cached."""
+    table = queryset.model._meta.db_table
+    key = (queryset.db, table)
+    rows = _TABLE_ROWS.get(key)
+    if rows is None:
+        with connections[queryset.db].cursor() as cursor:
+            cursor.execute(
+                "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(%s)", [table]
+            )
+            found = cursor.fetchone()
+        rows = float(found[0]) if found and found[0] is not None else 0.0
+        _TABLE_ROWS.put(key, rows)
+    return float(rows)

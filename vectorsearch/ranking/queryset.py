@@ -80,6 +80,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         exact: bool | None = None,
         ef_search: int | None = None,
         embedder: str | None = None,
+        overfetch: int | None = None,
     ) -> Self:
         """Rows ordered by similarity to ``query``, nearest first.
 
@@ -98,6 +99,9 @@ class VectorQuerySet(models.QuerySet[_M]):
           an iterative scan under filters); None (default) lets the planner choose per query.
         - ``ef_search``: HNSW's candidate list size for this query (1 to 1000; default
           ``VECTORSEARCH["EF_SEARCH"]``).
+        - ``overfetch``: over a binary-quantized index (``HnswIndex(quantization="binary")``),
+          how many rows per row asked the Hamming search finds before they are re-ranked by
+          ``distance`` (1 to 100; default ``VECTORSEARCH["BINARY_OVERFETCH"]``).
 
         Raises :class:`~vectorsearch.exceptions.InvalidQuery` before any SQL runs when the
         vector, field, distance or an option is wrong.
@@ -111,7 +115,14 @@ class VectorQuerySet(models.QuerySet[_M]):
             raise TypeError("Cannot rank a query by similarity once a slice has been taken.")
         target = resolve_target(self.model, field, distance, embedder)
         spec = make_spec(
-            target, self.model, query, k=k, threshold=threshold, exact=exact, ef_search=ef_search
+            target,
+            self.model,
+            query,
+            k=k,
+            threshold=threshold,
+            exact=exact,
+            ef_search=ef_search,
+            overfetch=overfetch,
         )
         clone = self._chain()
         if isinstance(query, str) and target.vector_type != "bit":

@@ -30,6 +30,8 @@ class Spec:
     exact: bool | None = None
     ef_search: int | None = None
     exclude_pk: Any = None
+    # Rows a binary-quantized index is walked for, per row asked (re-ranked by the distance).
+    overfetch: int | None = None
     # The two annotations as similar_to() added them: a later annotate() that replaces one
     # (or builds on it) must keep the SQL form.
     annotations: tuple[Any, Any] | None = None
@@ -44,10 +46,12 @@ def make_spec(
     threshold: Any = None,
     exact: Any = None,
     ef_search: Any = None,
+    overfetch: Any = None,
 ) -> Spec:
     """The checked :class:`Spec` of a search; InvalidQuery when an argument is wrong."""
     k = check_k(k)
     ef_search = check_ef_search(ef_search)
+    overfetch = _check_int("overfetch", overfetch, 1, 100)
     if isinstance(exact, np.bool_):
         exact = bool(exact)
     if exact is not None and not isinstance(exact, bool):
@@ -78,7 +82,7 @@ def make_spec(
         raise InvalidQuery(
             f"ef_search applies to HNSW indexes; {target.label} is indexed with IVFFlat."
         )
-    return Spec(target, value, vector, k, max_distance, exact, ef_search, exclude_pk)
+    return Spec(target, value, vector, k, max_distance, exact, ef_search, exclude_pk, overfetch)
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int | None:

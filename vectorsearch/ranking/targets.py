@@ -19,9 +19,18 @@ from django.db.models.functions import Cast
 
 from ..distances import Distance, IndexMethod, vector_type_of
 from ..exceptions import InvalidQuery, NotRegistered
-from ..indexes import index_distance, index_method, served_distances, serves_column, vector_indexes
+from ..fields import HalfVectorField
+from ..indexes import (
+    index_distance,
+    index_method,
+    quantization_of,
+    quantized_expression,
+    served_distances,
+    serves_column,
+    vector_indexes,
+)
 from ..registry import Registration, registry
-from .expressions import Unindexed
+from .expressions import QueryVector, Unindexed
 
 __all__ = ["Target", "resolve_target", "target_for_registration", "vector_fields"]
 
@@ -47,6 +56,8 @@ class Target:
     distance: Distance
     index_method: IndexMethod | None
     registration: Registration | None
+    # The quantization of the vector index a search walks ("halfvec", "binary"), if any.
+    quantization: str | None = None
 
     @property
     def vector_type(self) -> str:
@@ -58,6 +69,12 @@ class Target:
         return getattr(self.field, "length", None) if self.distance is Distance.HAMMING else None
 
     @property
+    def direct(self) -> bool:
+        """Whether ``ORDER BY distance`` on the model's table walks the vector index (not the
+        generic table, not a binary index whose Hamming order is re-ranked)."""
+        return self.column is not None and self.quantization != "binary"
+
+    @property
     def label(self) -> str:
         return f"{self.model._meta.label}.{self.column or '@' + self.registration.embedder_alias}"  # type: ignore[union-attr]
 
@@ -65,6 +82,11 @@ class Target:
 
     def distance_expression(self, value: Any, using: str) -> Any:
         """The distance of each row of the model to ``value``."""
+        if self.quantization == "halfvec":
+            # The same cast as the index: it only serves queries that say it (pgvector#522).
+            return self.distance.expression(
+                quantized_expression(self.field, "halfvec"), _as_halfvec(self.field, value)
+            )
         if self.column is not None:
             return self.distance.expression(self.column, value)
         rows = self._rows(using).filter(object_id=Cast(OuterRef("pk"), output_field=_TEXT))
@@ -94,7 +116,13 @@ class Target:
         iterative scan when the caller's settings say so) finds them.
         """
         if self.column is not None:
-            distance = self.distance.expression(self.column, value)
+            if self.quantization == "binary" and not exact:
+                # The Hamming order of the binary index; the caller re-ranks by `distance`.
+                stored = quantized_expression(self.field, "binary")
+                query = quantized_expression(self.field, "binary", value=value)
+                distance = Distance.HAMMING.expression(stored, query)
+            else:
+                distance = self.distance_expression(value, queryset.db)
             inner = queryset.order_by().values("pk")
             ordering = Unindexed(distance) if exact else distance
             inner = inner.order_by(ordering.asc())
@@ -216,13 +244,15 @@ def _resolve(
         registration: Registration | None = registry.get(model, vector_field=model_field.name)
     except NotRegistered:
         registration = None
+    method, quantization = _index_for(model_field.model, model_field.name, chosen)
     return Target(
         model=model,
         field=model_field,
         column=model_field.name,
         distance=chosen,
-        index_method=_index_method_for(model_field.model, model_field.name, chosen),
+        index_method=method,
         registration=registration,
+        quantization=quantization,
     )
 
 
@@ -309,15 +339,23 @@ def _resolve_distance(
     )
 
 
-def _index_method_for(
+def _index_for(
     model: type[models.Model], field_name: str, distance: Distance
-) -> IndexMethod | None:
-    """The method of an index that serves ``distance`` on ``field_name`` (HNSW preferred)."""
-    methods = {
-        index_method(index)
+) -> tuple[IndexMethod | None, str | None]:
+    """(method, quantization) of the index a search by ``distance`` on ``field_name`` walks:
+    HNSW before IVFFlat, full precision before halfvec before binary."""
+    found = [
+        (index_method(index), quantization_of(index))
         for index in vector_indexes(model)
         if serves_column(index, field_name) and index_distance(index, model) is distance
-    }
-    if IndexMethod.HNSW in methods:
-        return IndexMethod.HNSW
-    return IndexMethod.IVFFLAT if methods else None
+    ]
+    rank = {None: 0, "halfvec": 1, "binary": 2}
+    found.sort(key=lambda f: (f[0] is not IndexMethod.HNSW, rank.get(f[1], 3)))
+    return found[0] if found else (None, None)
+
+
+def _as_halfvec(field: models.Field[Any, Any], value: Any) -> Any:
+    """The query vector as a halfvec, for the distance a halfvec index serves."""
+    if isinstance(value, QueryVector):
+        return QueryVector(value.literal, "halfvec")
+    return Cast(value, HalfVectorField(dimensions=getattr(field, "dimensions", None)))
