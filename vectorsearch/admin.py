@@ -440,6 +440,7 @@ class VectorSearchAdminMixin(_Base):
                 k=k,
                 vector_field=registration.vector_field,
                 embedder=registration.embedder_alias,
+                mode="semantic",
             )
         except InvalidQuery as e:
             self._message_once(request, gettext("Search by meaning failed: %s") % e, "invalid")
@@ -549,6 +550,7 @@ class VectorSearchAdminMixin(_Base):
                     k=fetch,
                     vector_field=registration.vector_field,
                     embedder=registration.embedder_alias,
+                    mode="semantic",
                 )
             )
         except (InvalidQuery, InvalidEmbedderError) as e:

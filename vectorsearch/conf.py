@@ -49,8 +49,16 @@ DEFAULTS: dict[str, Any] = {
     # the cost of an exact scan of the rows the filters keep with an iterative index scan
     # (vectorsearch.ranking.planner); a number scans exactly when it expects at most that many.
     "EXACT_SEARCH_MAX_ROWS": None,
+    # The PostgreSQL text search configuration of keyword and hybrid search (to_tsvector's
+    # first argument): the language of the site's text.
+    "TEXT_SEARCH_CONFIG": "english",
     # Reciprocal rank fusion constant for hybrid search: 1 / (RRF_K + rank).
     "RRF_K": 60,
+    # vectorsearch.search(mode="hybrid") (the search page): each list's candidates and the
+    # weights of its ranks, weight / (RRF_K + rank); measured by benchmarks/relevance.py.
+    "HYBRID_CANDIDATES": 100,
+    "HYBRID_VECTOR_WEIGHT": 0.5,
+    "HYBRID_TEXT_WEIGHT": 0.5,
     # What saving a registered object does to its vector: "immediate" (embed in post_save),
     # "task" (enqueue vectorsearch.tasks.embed_objects on commit, run by Django's tasks framework
     # or the django-tasks package) or "manual" (nothing; run vectorsearch_backfill from cron).
@@ -93,6 +101,17 @@ def get_settings() -> dict[str, Any]:
         raise ImproperlyConfiguredVectorSearch(
             f"VECTORSEARCH['SYNC'] must be 'immediate', 'task' or 'manual', not {merged['SYNC']!r}."
         )
+    if not isinstance(merged["TEXT_SEARCH_CONFIG"], str) or not merged["TEXT_SEARCH_CONFIG"]:
+        raise ImproperlyConfiguredVectorSearch(
+            "VECTORSEARCH['TEXT_SEARCH_CONFIG'] must name a text search configuration, e.g. "
+            f"'english' or 'simple', not {merged['TEXT_SEARCH_CONFIG']!r}."
+        )
+    for key in ("HYBRID_VECTOR_WEIGHT", "HYBRID_TEXT_WEIGHT"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ImproperlyConfiguredVectorSearch(
+                f"VECTORSEARCH[{key!r}] must be a number from 0 to 1, not {value!r}."
+            )
     for key in ("CREATE_EXTENSION",):
         if not isinstance(merged[key], bool):
             raise ImproperlyConfiguredVectorSearch(
@@ -135,6 +154,7 @@ _RANGES = {
     "EXACT_SEARCH_MAX_ROWS": (0, 2**63 - 1),
     "RRF_K": (0, 1_000_000),
     "BINARY_OVERFETCH": (1, 100),
+    "HYBRID_CANDIDATES": (1, 10_000),
 }
 
 
