@@ -136,7 +136,7 @@ def test_manual_sync_mode_embeds_nothing_on_save():
 def register_note(monkeypatch):
     """Register Note again with other arguments, through the public API; the site's
     registrations (and their order) are restored afterwards."""
-    from vectorsearch.sync import connect
+    from vectorsearch.signals import connect_model
 
     monkeypatch.setattr(registry, "_registrations", dict(registry._registrations))
 
@@ -146,7 +146,7 @@ def register_note(monkeypatch):
 
     yield again
     monkeypatch.undo()
-    connect(Note)  # unregister() disconnected its signals
+    connect_model(Note)  # the registry was put back behind the receivers' back
 
 
 def test_register_sync_manual_overrides_an_immediate_setting(register_note):

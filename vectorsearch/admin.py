@@ -18,6 +18,7 @@ See ``docs/admin.md``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,10 +38,12 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from . import tasks
 from .conf import get_settings
 from .exceptions import EmbeddingError, InvalidEmbedderError, InvalidQuery, NotRegistered
 from .models import Embedding
 from .registry import Registration, registry
+from .sync import BackfillResult, embed_rows, failure_summary
 
 __all__ = [
     "SEMANTIC_VAR",
@@ -595,54 +598,48 @@ class VectorSearchAdminMixin(_Base):
         description=_("Re-embed selected %(verbose_name_plural)s"), permissions=["change"]
     )
     def vectorsearch_reembed(self, request: HttpRequest, queryset: models.QuerySet[Any]) -> None:
-        """Embed the selected objects again, whatever their state, and say how it went."""
-        from .sync import (
-            Failure,
-            embed_items,
-            failure_summary,
-            items_of,
-            reading_sources,
-            write_vectors,
-        )
+        """Embed the selected objects again, whatever their state, and say how it went.
 
+        At most ``VECTORSEARCH["ADMIN_REEMBED_MAX_ROWS"]`` objects are embedded in the request,
+        stopping after ``ADMIN_REEMBED_MAX_SECONDS``; a larger selection is queued as background
+        tasks, or refused with the command to run (:meth:`_reembed_outside_the_request`).
+        """
         registration = self.get_vectorsearch_registration()
-        using = queryset.db
-        batch_size = int(get_settings()["BATCH_SIZE"])
-        objects = reading_sources(registration, queryset.order_by("pk"))
-        embedded = 0
-        failures: list[Failure] = []
-        batch: list[Any] = []
-
-        def flush() -> None:
-            nonlocal embedded
-            items = items_of(registration, batch, column_known=False)
-            good, vectors, failed = embed_items(registration, items)
-            embedded += write_vectors(registration, good, vectors, using=using)
-            failures.extend(failed)
-            batch.clear()
-
+        config = get_settings()
+        selected = queryset.count()
+        if selected > config["ADMIN_REEMBED_MAX_ROWS"]:
+            self._reembed_outside_the_request(request, registration, queryset, selected)
+            return
         try:
-            for obj in objects.iterator(chunk_size=batch_size):
-                batch.append(obj)
-                if len(batch) >= batch_size:
-                    flush()
-            if batch:
-                flush()
+            result = embed_rows(
+                registration,
+                queryset,
+                force=True,
+                on_error="skip",
+                batch_size=int(config["BATCH_SIZE"]),
+                deadline=time.monotonic() + config["ADMIN_REEMBED_MAX_SECONDS"],
+            )
         except InvalidEmbedderError as e:  # a broken VECTORSEARCH_EMBEDDERS setting
             self.message_user(request, str(e), messages.ERROR)
             return
+        self._report_reembed(request, registration, queryset, result, selected)
+
+    def _report_reembed(
+        self,
+        request: HttpRequest,
+        registration: Registration,
+        queryset: models.QuerySet[Any],
+        result: BackfillResult,
+        selected: int,
+    ) -> None:
+        embedded, failures = result.embedded, result.failures
         if embedded:
             self.message_user(
                 request,
                 ngettext(
                     "Re-embedded %(count)d %(name)s.", "Re-embedded %(count)d %(name)s.", embedded
                 )
-                % {
-                    "count": embedded,
-                    "name": self.model._meta.verbose_name
-                    if embedded == 1
-                    else self.model._meta.verbose_name_plural,
-                },
+                % {"count": embedded, "name": self._reembed_name(embedded)},
                 messages.SUCCESS,
             )
         if failures:
@@ -656,8 +653,97 @@ class VectorSearchAdminMixin(_Base):
                 % {"count": len(failures), "errors": failure_summary(failures)},
                 messages.ERROR,
             )
-        if not embedded and not failures:
+        if not result.complete:
+            left = max(selected - result.rows, 0)
+            self.message_user(
+                request,
+                gettext(
+                    "Stopped after %(seconds)s s (VECTORSEARCH['ADMIN_REEMBED_MAX_SECONDS']) so "
+                    "that the page answers in time: %(left)d of the %(selected)d selected "
+                    "%(name)s were not re-embedded. Select them again, or run: %(command)s"
+                )
+                % {
+                    "seconds": get_settings()["ADMIN_REEMBED_MAX_SECONDS"],
+                    "left": left,
+                    "selected": selected,
+                    "name": self._reembed_name(selected),
+                    "command": backfill_command(registration, queryset.db),
+                },
+                messages.WARNING,
+            )
+        if not embedded and not failures and result.complete:
             self.message_user(request, gettext("Nothing was re-embedded."), messages.WARNING)
+
+    def _reembed_name(self, count: int) -> Any:
+        meta = self.model._meta
+        return meta.verbose_name if count == 1 else meta.verbose_name_plural
+
+    def _reembed_outside_the_request(
+        self,
+        request: HttpRequest,
+        registration: Registration,
+        queryset: models.QuerySet[Any],
+        selected: int,
+    ) -> None:
+        """Too many objects for one request: queue them as background tasks of at most
+        ``ADMIN_REEMBED_MAX_ROWS`` objects each, when a task backend runs tasks outside the
+        request; otherwise re-embed nothing and give the command that does it."""
+        limit = int(get_settings()["ADMIN_REEMBED_MAX_ROWS"])
+        using = queryset.db
+        values = {
+            "count": selected,
+            "name": self._reembed_name(selected),
+            "limit": limit,
+            "command": backfill_command(registration, using),
+        }
+        backend = tasks.background_backend()
+        if backend is not None:
+            ids = [str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True)]
+            try:
+                queued = tasks.enqueue(registration, ids, using, force=True, chunk_size=limit)
+            except Exception as e:  # whatever the site's task backend raises
+                values["error"] = f"{type(e).__name__}: {e}"
+                self.message_user(
+                    request,
+                    gettext(
+                        "Nothing was re-embedded: queueing the %(count)d %(name)s failed "
+                        "(%(error)s). Run instead: %(command)s"
+                    )
+                    % values,
+                    messages.ERROR,
+                )
+                return
+            values.update(tasks=queued, backend=getattr(backend, "alias", "default"))
+            self.message_user(
+                request,
+                gettext(
+                    "%(count)d %(name)s are more than the admin re-embeds during a request "
+                    "(VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)d): they were queued as "
+                    "%(tasks)d background task(s) on the task backend '%(backend)s' and are "
+                    "re-embedded when a worker runs them. Each task's result says how many it "
+                    "embedded and which failed."
+                )
+                % values,
+                messages.SUCCESS,
+            )
+            return
+        self.message_user(
+            request,
+            gettext(
+                "Nothing was re-embedded: %(count)d %(name)s are more than the admin re-embeds "
+                "during a request (VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)d), and no "
+                "task backend runs tasks in the background (TASKS). Run instead: %(command)s "
+                "(it re-embeds every row of the model, not only the selected ones)."
+            )
+            % values,
+            messages.WARNING,
+        )
+
+
+def backfill_command(registration: Registration, using: str) -> str:
+    """The ``manage.py`` command that re-embeds every object of ``registration``."""
+    database = "" if using == "default" else f" --database {using}"
+    return f"python manage.py vectorsearch_backfill {registration.label} --all-rows{database}"
 
 
 def _place_display(entry: Any, name: str | None, shown: list[bool]) -> Any:
