@@ -238,6 +238,35 @@ def test_the_task_skips_objects_that_are_current_or_gone():
     assert run_embed_objects("embedapp.Note", "@default", [str(note.pk)]) == 1
 
 
+def test_the_task_with_force_re_embeds_current_objects_too():
+    from vectorsearch.tasks import run_embed_objects
+
+    note = Note.objects.create(title="Cats")
+    Embedding.objects.filter(object_id=str(note.pk)).update(vector=[0.0] * 256)  # still "current"
+    assert run_embed_objects("embedapp.Note", "@default", [str(note.pk)]) == 0
+    assert run_embed_objects("embedapp.Note", "@default", [str(note.pk)], force=True) == 1
+    assert any(rows_of(note).get().vector)
+
+
+def test_a_task_writes_what_it_can_and_its_error_names_what_failed():
+    from tests.test_commands import POISON
+    from vectorsearch.exceptions import EmbeddingError
+    from vectorsearch.tasks import run_embed_objects
+
+    with override_settings(VECTORSEARCH={"SYNC": "manual"}):
+        good = Note.objects.create(title="Cats")
+        bad = Note.objects.create(title="poison")
+    with (
+        override_settings(VECTORSEARCH_EMBEDDERS=POISON),
+        pytest.raises(
+            EmbeddingError,
+            match=rf"embedded 1 of 2 object\(s\); the embedder failed for 1 \(pk={bad.pk}: ",
+        ),
+    ):
+        run_embed_objects("embedapp.Note", "@default", [str(good.pk), str(bad.pk)])
+    assert rows_of(good).exists() and not rows_of(bad).exists()
+
+
 class ThreeDimensions(vectorsearch.embedders.BaseEmbedder):
     """A tiny embedder for the 3-dimension columns of tests/testapp."""
 
