@@ -33,6 +33,7 @@ from django.db import models
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
@@ -659,13 +660,13 @@ class VectorSearchAdminMixin(_Base):
                 request,
                 gettext(
                     "Stopped after %(seconds)s s (VECTORSEARCH['ADMIN_REEMBED_MAX_SECONDS']) so "
-                    "that the page answers in time: %(left)d of the %(selected)d selected "
+                    "that the page answers in time: %(left)s of the %(selected)s selected "
                     "%(name)s were not re-embedded. Select them again, or run: %(command)s"
                 )
                 % {
                     "seconds": get_settings()["ADMIN_REEMBED_MAX_SECONDS"],
-                    "left": left,
-                    "selected": selected,
+                    "left": number_format(left, force_grouping=True),
+                    "selected": number_format(selected, force_grouping=True),
                     "name": self._reembed_name(selected),
                     "command": backfill_command(registration, queryset.db),
                 },
@@ -690,10 +691,10 @@ class VectorSearchAdminMixin(_Base):
         request; otherwise re-embed nothing and give the command that does it."""
         limit = int(get_settings()["ADMIN_REEMBED_MAX_ROWS"])
         using = queryset.db
-        values = {
-            "count": selected,
+        values: dict[str, Any] = {
+            "count": number_format(selected, force_grouping=True),
             "name": self._reembed_name(selected),
-            "limit": limit,
+            "limit": number_format(limit, force_grouping=True),
             "command": backfill_command(registration, using),
         }
         backend = tasks.background_backend()
@@ -706,7 +707,7 @@ class VectorSearchAdminMixin(_Base):
                 self.message_user(
                     request,
                     gettext(
-                        "Nothing was re-embedded: queueing the %(count)d %(name)s failed "
+                        "Nothing was re-embedded: queueing the %(count)s %(name)s failed "
                         "(%(error)s). Run instead: %(command)s"
                     )
                     % values,
@@ -717,8 +718,8 @@ class VectorSearchAdminMixin(_Base):
             self.message_user(
                 request,
                 gettext(
-                    "%(count)d %(name)s are more than the admin re-embeds during a request "
-                    "(VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)d): they were queued as "
+                    "%(count)s %(name)s are more than the admin re-embeds during a request "
+                    "(VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)s): they were queued as "
                     "%(tasks)d background task(s) on the task backend '%(backend)s' and are "
                     "re-embedded when a worker runs them. Each task's result says how many it "
                     "embedded and which failed."
@@ -730,8 +731,8 @@ class VectorSearchAdminMixin(_Base):
         self.message_user(
             request,
             gettext(
-                "Nothing was re-embedded: %(count)d %(name)s are more than the admin re-embeds "
-                "during a request (VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)d), and no "
+                "Nothing was re-embedded: %(count)s %(name)s are more than the admin re-embeds "
+                "during a request (VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)s), and no "
                 "task backend runs tasks in the background (TASKS). Run instead: %(command)s "
                 "(it re-embeds every row of the model, not only the selected ones)."
             )

@@ -57,9 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "SYNC": "immediate",
     # Rows a backfill embeds and writes per transaction (vectorsearch_backfill --batch-size).
     "BATCH_SIZE": 256,
-    # The admin's "Re-embed selected" runs in the request for at most this many objects (about
-    # 1.2 s for 1,000 rows with the demo's embedder); a larger selection is queued as background
-    # tasks, or refused with the vectorsearch_backfill command to run when no task backend is.
+    # The admin's "Re-embed selected" runs in the request for at most this many objects (1,000
+    # notes took 2.5 s with the 384-dimension HashingEmbedder, benchmarks/bench_admin_reembed.py);
+    # a larger selection is queued as background tasks, or refused with the vectorsearch_backfill
+    # command to run when no task backend runs tasks in the background.
     "ADMIN_REEMBED_MAX_ROWS": 1000,
     # ...and stops between batches after this many seconds, saying how far it got, so a slow
     # embedder never holds the request past a worker timeout.
