@@ -16,6 +16,7 @@ one (django-tasks' DummyBackend: queued; the queue's cost only, no worker), 1,00
 from __future__ import annotations
 
 import argparse
+import importlib
 import random
 import re
 import time
@@ -82,10 +83,13 @@ def main() -> None:
 
     print(f"{args.rows:,} notes of ~{args.words + 6} words, HashingEmbedder(384), admin client")
     report(f"all {args.rows:,}, no background backend (refused)", post(all_rows))
-    dummy = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
+    try:  # the framework vectorsearch.tasks uses: Django's own (6.0+), else django-tasks
+        framework = importlib.import_module("django.tasks")
+    except ImportError:
+        framework = importlib.import_module("django_tasks")
+    task_backends = framework.task_backends
+    dummy = {"default": {"BACKEND": f"{framework.__name__}.backends.dummy.DummyBackend"}}
     with override_settings(TASKS=dummy):
-        from django_tasks import task_backends
-
         report(f"all {args.rows:,}, DummyBackend (queued)", post(all_rows))
         queued = task_backends["default"].results
         print(f"    {len(queued)} task(s), {sum(len(r.args[2]) for r in queued):,} ids")

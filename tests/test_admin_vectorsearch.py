@@ -5,6 +5,7 @@ The ModelAdmins are in tests/adminapp/admin.py: ArticleAdmin (own vector column)
 (generic, no search_fields).
 """
 
+import importlib
 import json
 import re
 import shlex
@@ -478,11 +479,14 @@ def test_reembed_above_the_limit_without_a_task_backend_refuses_with_the_command
 def test_reembed_above_the_limit_queues_background_tasks_that_do_the_work(
     admin_client, twelve_notes, django_capture_on_commit_callbacks
 ):
-    pytest.importorskip("django_tasks")
-    from django_tasks import task_backends
-
+    # The framework vectorsearch.tasks uses: Django's own (6.0+), else the django-tasks package.
+    try:
+        framework = importlib.import_module("django.tasks")
+    except ImportError:
+        framework = pytest.importorskip("django_tasks")
+    task_backends = framework.task_backends
     _spoil(twelve_notes)
-    dummy = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
+    dummy = {"default": {"BACKEND": f"{framework.__name__}.backends.dummy.DummyBackend"}}
     with override_settings(
         VECTORSEARCH={"ADMIN_REEMBED_MAX_ROWS": 5},
         TASKS=dummy,
