@@ -17,7 +17,9 @@ BINARY)`` into a temporary table and one ``INSERT ... ON CONFLICT`` (or ``UPDATE
 inside one transaction per batch: a batch is written whole or not at all, which is what makes the
 backfill safe to kill and rerun.
 
-This module knows nothing of signals or tasks: they call it, never the reverse.
+This module knows nothing of signals or tasks: they call it, never the reverse. It is longer than
+400 lines while the COPY writer (``_copy_cursor``, ``copy_rows``, ``write_vectors``, ~110 lines)
+still lives here; that writer is moving to ``vectorsearch/bulk.py``, shared with the import.
 """
 
 from __future__ import annotations
