@@ -450,6 +450,14 @@ def _messages(response):
     return [str(m) for m in response.context["messages"]]
 
 
+def _tasks_framework():
+    """The framework vectorsearch.tasks uses: Django's own (6.0+), else the django-tasks package."""
+    try:
+        return importlib.import_module("django.tasks")
+    except ImportError:
+        return pytest.importorskip("django_tasks")
+
+
 @pytest.fixture
 def twelve_notes():
     return [Note.objects.create(title=f"note {i}", body="cats purr") for i in range(12)]
@@ -479,11 +487,7 @@ def test_reembed_above_the_limit_without_a_task_backend_refuses_with_the_command
 def test_reembed_above_the_limit_queues_background_tasks_that_do_the_work(
     admin_client, twelve_notes, django_capture_on_commit_callbacks
 ):
-    # The framework vectorsearch.tasks uses: Django's own (6.0+), else the django-tasks package.
-    try:
-        framework = importlib.import_module("django.tasks")
-    except ImportError:
-        framework = pytest.importorskip("django_tasks")
+    framework = _tasks_framework()
     task_backends = framework.task_backends
     _spoil(twelve_notes)
     dummy = {"default": {"BACKEND": f"{framework.__name__}.backends.dummy.DummyBackend"}}
@@ -508,6 +512,21 @@ def test_reembed_above_the_limit_queues_background_tasks_that_do_the_work(
         ids.extend(args[2])
     assert sorted(ids) == sorted(str(n.pk) for n in twelve_notes)
     assert _spoiled() == []
+
+
+def test_reembed_too_large_to_queue_is_refused_with_the_command(admin_client):
+    framework = _tasks_framework()
+    Note.objects.bulk_create([Note(title=f"note {i}") for i in range(101)])
+    dummy = {"default": {"BACKEND": f"{framework.__name__}.backends.dummy.DummyBackend"}}
+    with override_settings(VECTORSEARCH={"ADMIN_REEMBED_MAX_ROWS": 1}, TASKS=dummy):
+        response = _select_all(admin_client, "/admin/embedapp/note/", "vectorsearch_reembed")
+        assert framework.task_backends["default"].results == []
+    (message,) = _messages(response)
+    assert message.startswith(
+        "Nothing was re-embedded: 101 notes are more than the admin queues as 100 background "
+        "tasks of VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = 1. Run instead: python manage.py "
+        "vectorsearch_backfill embedapp.Note@default --all-rows"
+    )
 
 
 def test_reembed_below_the_limit_runs_in_the_request_and_reports_partial_failures(admin_client):

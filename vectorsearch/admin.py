@@ -688,7 +688,8 @@ class VectorSearchAdminMixin(_Base):
     ) -> None:
         """Too many objects for one request: queue them as background tasks of at most
         ``ADMIN_REEMBED_MAX_ROWS`` objects each, when a task backend runs tasks outside the
-        request; otherwise re-embed nothing and give the command that does it."""
+        request and there are at most :data:`REEMBED_MAX_TASKS` such tasks; otherwise re-embed
+        nothing and give the command that does it."""
         limit = int(get_settings()["ADMIN_REEMBED_MAX_ROWS"])
         using = queryset.db
         values: dict[str, Any] = {
@@ -698,6 +699,22 @@ class VectorSearchAdminMixin(_Base):
             "command": backfill_command(registration, using),
         }
         backend = tasks.background_backend()
+        if backend is not None and selected > limit * REEMBED_MAX_TASKS:
+            # Reading and queueing that many ids would itself hold the request too long.
+            values["tasks"] = REEMBED_MAX_TASKS
+            self.message_user(
+                request,
+                gettext(
+                    "Nothing was re-embedded: %(count)s %(name)s are more than the admin "
+                    "queues as %(tasks)d background tasks of "
+                    "VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)s. Run instead: "
+                    "%(command)s (it re-embeds every row of the model, not only the selected "
+                    "ones)."
+                )
+                % values,
+                messages.WARNING,
+            )
+            return
         if backend is not None:
             ids = [str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True)]
             try:
@@ -739,6 +756,11 @@ class VectorSearchAdminMixin(_Base):
             % values,
             messages.WARNING,
         )
+
+
+#: The most background tasks (of ``ADMIN_REEMBED_MAX_ROWS`` objects each) one re-embed queues;
+#: a larger selection is refused with the command to run.
+REEMBED_MAX_TASKS = 100
 
 
 def backfill_command(registration: Registration, using: str) -> str:
