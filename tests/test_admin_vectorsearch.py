@@ -18,6 +18,7 @@ from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
+from django.db import connection
 from django.test import override_settings
 from django.utils.module_loading import import_string
 
@@ -543,6 +544,37 @@ def test_reembed_below_the_limit_runs_in_the_request_and_reports_partial_failure
     ]
     assert Embedding.objects.filter(object_id=str(notes[1].pk)).count() == 0
     assert Embedding.objects.filter(vector__isnull=False).count() == 3
+
+
+def test_reembed_stopped_by_a_database_error_says_what_was_done_and_what_was_not(
+    admin_client, twelve_notes
+):
+    selected = twelve_notes[:4]
+    _spoil(twelve_notes)
+    with connection.cursor() as cursor:  # the second batch's write fails in PostgreSQL
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.object_id = '{selected[2].pk}' THEN RAISE EXCEPTION 'disk full'; END IF; "
+            "RETURN NEW; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON vectorsearch_embedding "
+            "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()"
+        )
+    with override_settings(VECTORSEARCH={"BATCH_SIZE": 2}):
+        response = _action(
+            admin_client, "/admin/embedapp/note/", "vectorsearch_reembed", [n.pk for n in selected]
+        )
+    assert response.status_code == 200
+    done, stopped = _messages(response)
+    assert done == "Re-embedded 2 notes."
+    assert stopped.startswith(
+        "The re-embed stopped on a database error (disk full"
+    ) and stopped.endswith(
+        "2 of the 4 selected notes were not re-embedded. Select them again, or run: "
+        "python manage.py vectorsearch_backfill embedapp.Note@default --all-rows"
+    )
+    assert _spoiled() == [n.pk for n in twelve_notes[2:]]
 
 
 def test_reembed_stops_at_its_time_limit_and_says_how_far_it_got(admin_client, twelve_notes):

@@ -29,7 +29,7 @@ from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ORDER_VAR, SEARCH_VAR, ChangeList
 from django.core import checks
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import DatabaseError, models
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
@@ -611,17 +611,41 @@ class VectorSearchAdminMixin(_Base):
         if selected > config["ADMIN_REEMBED_MAX_ROWS"]:
             self._reembed_outside_the_request(request, registration, queryset, selected)
             return
+        result = BackfillResult(registration)
         try:
-            result = embed_rows(
+            embed_rows(
                 registration,
                 queryset,
                 force=True,
                 on_error="skip",
                 batch_size=int(config["BATCH_SIZE"]),
                 deadline=time.monotonic() + config["ADMIN_REEMBED_MAX_SECONDS"],
+                result=result,
             )
         except InvalidEmbedderError as e:  # a broken VECTORSEARCH_EMBEDDERS setting
             self.message_user(request, str(e), messages.ERROR)
+            return
+        except DatabaseError as e:  # the batches before it are written: say so
+            self._report_reembed(request, registration, queryset, result, selected)
+            self.message_user(
+                request,
+                gettext(
+                    "The re-embed stopped on a database error (%(error)s): %(left)s of the "
+                    "%(selected)s selected %(name)s were not re-embedded. Select them again, or "
+                    "run: %(command)s"
+                )
+                % {
+                    "error": (str(e).strip().splitlines() or [type(e).__name__])[0],
+                    "left": number_format(
+                        max(selected - result.embedded - len(result.failures), 0),
+                        force_grouping=True,
+                    ),
+                    "selected": number_format(selected, force_grouping=True),
+                    "name": self._reembed_name(selected),
+                    "command": backfill_command(registration, queryset.db),
+                },
+                messages.ERROR,
+            )
             return
         self._report_reembed(request, registration, queryset, result, selected)
 

@@ -508,6 +508,7 @@ def embed_rows(
     using: str | None = None,
     deadline: float | None = None,
     progress: Callable[[int], None] | None = None,
+    result: BackfillResult | None = None,
 ) -> BackfillResult:
     """Embed the objects of ``queryset`` that need it, a batch per transaction: the one loop
     of the backfill, the admin's "Re-embed selected" and the background task.
@@ -520,10 +521,14 @@ def embed_rows(
     ``"stop"`` raises at the first failing batch (earlier batches stay written), ``"skip"``
     returns the failures. ``deadline`` (a :func:`time.monotonic` value) stops the loop between
     batches once passed, with ``complete=False`` in the result.
+
+    The counts go into ``result`` (a new :class:`BackfillResult` by default) batch by batch, so
+    a caller that passes its own still knows what was written when a later batch raises.
     """
     if using is None:
         using = queryset.db if queryset is not None else "default"
-    result = BackfillResult(registration)
+    if result is None:
+        result = BackfillResult(registration)
     identity = registration.embedder.identity
     hint = (
         ", earlier ones were. Fix the cause and run again to resume, or pass on_error='skip' "
