@@ -43,6 +43,7 @@ from . import tasks
 from .conf import get_settings
 from .exceptions import EmbeddingError, InvalidEmbedderError, InvalidQuery, NotRegistered
 from .models import Embedding
+from .ranking.search import query_vector, search
 from .registry import Registration, registry
 from .sync import BackfillResult, embed_rows, failure_summary
 
@@ -425,8 +426,6 @@ class VectorSearchAdminMixin(_Base):
         vector = self._query_vector(request, search_term)
         if vector is None:
             return queryset.none(), False
-        from .search import search
-
         registration = self.get_vectorsearch_registration()
         k = max(1, min(int(self.vectorsearch_search_k), int(get_settings()["MAX_K"])))
         try:
@@ -467,8 +466,6 @@ class VectorSearchAdminMixin(_Base):
                 % {"length": len(text), "limit": limit},
             )
         else:
-            from .search import query_vector
-
             try:
                 vector = query_vector(self.get_vectorsearch_registration(), text)
             except (InvalidQuery, EmbeddingError, InvalidEmbedderError, NotRegistered) as e:
@@ -519,8 +516,6 @@ class VectorSearchAdminMixin(_Base):
             return [], gettext(
                 "This object has no vector yet: save it or use the action “Re-embed selected”."
             )
-        from .search import search
-
         wanted = int(self.vectorsearch_similar_k)
         fetch = max(1, min(wanted * 3, int(get_settings()["MAX_K"])))
         candidates = self.get_queryset(request).using(using).exclude(pk=obj.pk)
