@@ -58,7 +58,7 @@ def test_hybrid_mode_is_one_query_fusing_both_lists(notes):
     assert "<=>" in select and "@@" in select and "ROW_NUMBER" in select
     assert found[0].title == "Password reset"
     assert found[0].vector_rank == 1 and found[0].text_rank == 1
-    scores = [row.rrf_score for row in found]
+    scores = [row.hybrid_score for row in found]
     assert scores == sorted(scores, reverse=True)
 
 

@@ -55,11 +55,13 @@ DEFAULTS: dict[str, Any] = {
     "TEXT_SEARCH_CONFIG": "english",
     # Reciprocal rank fusion constant for hybrid search: 1 / (RRF_K + rank).
     "RRF_K": 60,
-    # vectorsearch.search(mode="hybrid") (the search page): each list's candidates and the
-    # weights of its ranks, weight / (RRF_K + rank); measured by benchmarks/relevance.py.
+    # vectorsearch.search(mode="hybrid") (the search page): each list's candidates, how they
+    # are fused ("wsum": w_vector * similarity + w_text * ts_rank; "rrf": w / (RRF_K + rank)) and
+    # the weights; chosen by benchmarks/relevance.py (docs/embeddings.md).
     "HYBRID_CANDIDATES": 100,
-    "HYBRID_VECTOR_WEIGHT": 0.5,
-    "HYBRID_TEXT_WEIGHT": 0.5,
+    "HYBRID_FUSION": "wsum",
+    "HYBRID_VECTOR_WEIGHT": 0.8,
+    "HYBRID_TEXT_WEIGHT": 0.2,
     # What saving a registered object does to its vector: "immediate" (embed in post_save),
     # "task" (enqueue vectorsearch.tasks.embed_objects on commit, run by Django's tasks framework
     # or the django-tasks package) or "manual" (nothing; run vectorsearch_backfill from cron).
@@ -120,6 +122,10 @@ def get_settings() -> dict[str, Any]:
         raise ImproperlyConfiguredVectorSearch(
             "VECTORSEARCH['TEXT_SEARCH_CONFIG'] must name a text search configuration, e.g. "
             f"'english' or 'simple', not {merged['TEXT_SEARCH_CONFIG']!r}."
+        )
+    if merged["HYBRID_FUSION"] not in ("rrf", "wsum"):
+        raise ImproperlyConfiguredVectorSearch(
+            f"VECTORSEARCH['HYBRID_FUSION'] must be 'wsum' or 'rrf', not {merged['HYBRID_FUSION']!r}."
         )
     for key in ("HYBRID_VECTOR_WEIGHT", "HYBRID_TEXT_WEIGHT"):
         value = merged[key]

@@ -35,7 +35,7 @@ from .spec import check_int, check_k
 if TYPE_CHECKING:
     from .queryset import VectorQuerySet
 
-__all__ = ["hybrid_search", "keyword_search", "search_document"]
+__all__ = ["FUSIONS", "hybrid_search", "keyword_search", "search_document"]
 
 _Q = TypeVar("_Q", bound="VectorQuerySet[Any]")
 
@@ -57,6 +57,7 @@ def hybrid_search(
     ef_search: int | None = None,
     weights: tuple[float, float] = (1.0, 1.0),
     any_word: bool = False,
+    fusion: str = "rrf",
 ) -> _Q:
     """Full-text and vector search fused by reciprocal rank fusion, in one SQL query.
 
@@ -68,7 +69,11 @@ def hybrid_search(
     from a list), ``distance``, ``score`` and ``text_score`` (``ts_rank``). Rows come best fused
     first; ``k`` keeps the first k.
 
-    ``weights`` (vector, text) multiply each list's ``1 / (rrf_k + rank)`` (weighted RRF);
+    ``weights`` (vector, text) multiply each list's ``1 / (rrf_k + rank)`` (weighted RRF), or
+    with ``fusion="wsum"`` each list's own score: ``hybrid_score = w_vector * score + w_text *
+    text_score``, a list counting 0 for a row it did not bring (the fusion that measured best
+    on the demo's questions, ``benchmarks/relevance.py``); ``text_score`` is then ``ts_rank``
+    normalised by the document's length (normalization 1);
     ``any_word`` matches rows holding any word of ``text`` (ranked by how many and where)
     instead of ``websearch`` syntax, which wants them all. ``search_fields`` may also be a
     tsvector expression (see :mod:`.fulltext`).
@@ -86,6 +91,9 @@ def hybrid_search(
     rrf = get_settings()["RRF_K"] if rrf_k is None else rrf_k
     rrf = check_int("rrf_k", rrf, 0, 1_000_000) or 0
     w_vector, w_text = _weights(weights)
+    if fusion not in FUSIONS:
+        raise InvalidQuery(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}.")
+    rank = _text_rank(fusion)
     document = search_document(queryset.model, search_fields, config)
     text_query: Any = (
         fulltext.text_query(text)
@@ -113,7 +121,7 @@ def hybrid_search(
         queryset.filter(target.has_vector(queryset.db))
         .alias(_document=document)
         .filter(_document=text_query)
-        .annotate(_text_score=SearchRank(document, text_query))
+        .annotate(_text_score=rank(document, text_query))
         .order_by("-_text_score", "pk")
         .values("pk")[:candidates_]
     )
@@ -134,7 +142,7 @@ def hybrid_search(
         .annotate(score=target.distance.score("distance", dimensions=target.size))
         .annotate(
             text_score=Case(
-                When(matches, then=SearchRank(document, text_query)),
+                When(matches, then=rank(document, text_query)),
                 default=None,
                 output_field=FloatField(),
             )
@@ -151,31 +159,53 @@ def hybrid_search(
                 output_field=IntegerField(),
             ),
         )
-        .annotate(
-            rrf_score=ExpressionWrapper(
-                Coalesce(Value(w_vector) / (Value(float(rrf)) + F("vector_rank")), Value(0.0))
-                + Coalesce(Value(w_text) / (Value(float(rrf)) + F("text_rank")), Value(0.0)),
-                output_field=FloatField(),
-            )
-        )
-        .order_by("-rrf_score", "distance", "pk")
+        .annotate(hybrid_score=_fused(fusion, w_vector, w_text, float(rrf)))
+        .order_by("-hybrid_score", "distance", "pk")
     )
+    if fusion == "rrf":
+        fused = fused.annotate(rrf_score=F("hybrid_score"))
     fused._search_settings = planned.settings
     if k is not None:
         fused = fused[:k]
     return fused
 
 
+#: How hybrid_search() fuses its two lists: reciprocal ranks, or a weighted sum of the scores.
+FUSIONS = ("rrf", "wsum")
+
+
+def _text_rank(fusion: str) -> Any:
+    """The full-text rank of a fusion: ts_rank, normalised by length for the weighted sum."""
+    if fusion == "wsum":
+        return lambda document, query: SearchRank(document, query, normalization=Value(1))
+    return SearchRank
+
+
+def _fused(fusion: str, w_vector: float, w_text: float, rrf: float) -> Any:
+    """The fused score of a row from its annotations (vector_rank / text_rank are NULL for a
+    row a list did not bring)."""
+    if fusion == "rrf":
+        combined: Any = Coalesce(
+            Value(w_vector) / (Value(rrf) + F("vector_rank")), Value(0.0)
+        ) + Coalesce(Value(w_text) / (Value(rrf) + F("text_rank")), Value(0.0))
+    else:
+        vector = Case(When(vector_rank__isnull=False, then=F("score")), default=Value(0.0))
+        text = Case(When(text_rank__isnull=False, then=F("text_score")), default=Value(0.0))
+        combined = Value(w_vector) * vector + Value(w_text) * text
+    return ExpressionWrapper(combined, output_field=FloatField())
+
+
 def keyword_search(queryset: _Q, text: str, document: Any, *, k: int | None = None) -> _Q:
-    """Rows holding any word of ``text`` in ``document`` (a tsvector), best first by
-    ``ts_rank_cd``: each annotated with ``text_score`` and ``score`` (the same number)."""
+    """Rows holding any word of ``text`` in ``document`` (a tsvector), best first by ``ts_rank``
+    normalised by the document's length (which measured best of PostgreSQL's ranks on the demo's
+    questions): each annotated with ``text_score`` and ``score`` (the same number)."""
     if queryset.searching:
         raise InvalidQuery("keyword search cannot follow similar_to() or hybrid_search().")
     k = check_k(k)
     query = fulltext.text_query(text)
     if query is None:
         return queryset.none()
-    rank = SearchRank(document, query, cover_density=True)
+    rank = SearchRank(document, query, normalization=Value(1))
     found = (
         queryset.alias(_document=document)
         .filter(_document=query)

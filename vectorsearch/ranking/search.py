@@ -53,7 +53,7 @@ def search(
     fusion, ``HYBRID_*`` settings) in one query; ``"semantic"`` ranks by vector only;
     ``"keyword"`` by full text only. Full text needs the text: ``text``, or ``query`` when it is
     one; a registration whose text comes from a callable has no text columns, so its hybrid
-    search is semantic. Hybrid rows are ordered by ``rrf_score`` and keep ``distance`` and
+    search is semantic. Hybrid rows are ordered by ``hybrid_score`` and keep ``distance`` and
     ``score`` (vector similarity) and ``text_score``; keyword rows have ``text_score`` and
     ``score`` (the same).
     """
@@ -104,6 +104,7 @@ def search(
         rrf_k=conf["RRF_K"],
         weights=(conf["HYBRID_VECTOR_WEIGHT"], conf["HYBRID_TEXT_WEIGHT"]),
         any_word=True,
+        fusion=conf["HYBRID_FUSION"],
         **where,
         **{key: value for key, value in options.items() if key in ("exact", "ef_search")},
     )
