@@ -1,0 +1,407 @@
+"""Searches on read replicas, falling back to the primary (docs/scaling.md).
+
+``VECTORSEARCH["SEARCH_REPLICAS"]`` names aliases of ``DATABASES`` that serve searches; writes,
+sync and every other query stay where Django's routers send them. For each search evaluated
+without an explicit ``.using()``, :func:`search_alias` picks a replica, or the primary when:
+
+- **read-your-writes** is active: this request/thread (a contextvar set by ``post_save``,
+  ``post_delete`` and ``m2m_changed``), or this browser across a redirect (the signed cookie of
+  :class:`ReadYourWritesMiddleware`), wrote within ``READ_YOUR_WRITES_SECONDS``;
+- the replica is **down**: a connection or query failed; it is then left alone for
+  ``REPLICA_RETRY_SECONDS``, so visitors pay for the failure once, not on every search;
+- the replica **lags** more than ``REPLICA_MAX_LAG_SECONDS`` behind.
+
+Lag is ``now() - pg_last_xact_replay_timestamp()`` on the replica, measured at most once a second
+per replica and process. That figure also grows on an idle primary, where nothing is missing: a
+standby that has replayed all it received (``pg_last_wal_receive_lsn() =
+pg_last_wal_replay_lsn()``) from a live WAL receiver counts as 0 behind.
+
+:func:`with_fallback` runs a search on the chosen alias and re-runs it on the primary if the
+replica fails mid-query, which :func:`search_alias` alone cannot see coming.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.core.signals import setting_changed
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.models import Model
+from django.http import HttpRequest, HttpResponseBase
+
+from .conf import get_settings
+
+__all__ = [
+    "LAG_CACHE_SECONDS",
+    "ReadYourWritesMiddleware",
+    "ReplicaRouter",
+    "ReplicaStatus",
+    "mark_written",
+    "measure_replica",
+    "note_write",
+    "primary_of",
+    "primary_until",
+    "replica_status",
+    "replicas_of",
+    "reset",
+    "search_alias",
+    "use_primary",
+    "with_fallback",
+]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Wall-clock time (``time.time()``) until which searches in this context use the primary.
+primary_until: ContextVar[float] = ContextVar("vectorsearch_primary_until", default=0.0)
+
+#: How long a replica's measured lag is reused, per process.
+LAG_CACHE_SECONDS = 1.0
+
+_LAG_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE
+         WHEN NOT pg_is_in_recovery() THEN 0
+         WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+              AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver
+                          WHERE coalesce(status, 'streaming') = 'streaming') THEN 0
+         ELSE greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp()))
+       END::float8
+"""
+
+
+@dataclass
+class _Health:
+    down_until: float = 0.0  # time.monotonic()
+    lag: float | None = None
+    lag_expires: float = 0.0  # time.monotonic()
+    error: str = ""
+
+
+# Process-wide, shared by threads: plain attribute writes, each atomic under the GIL; two
+# threads measuring the same replica at once cost one query more, nothing worse.
+_health: dict[str, _Health] = {}
+
+
+def _state(alias: str) -> _Health:
+    return _health.setdefault(alias, _Health())
+
+
+def reset() -> None:
+    """Forget what is known of every replica (down, lag). Done on a settings change."""
+    _health.clear()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("VECTORSEARCH", "DATABASES"):
+        reset()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="vectorsearch.replicas.reset")
+
+
+def replicas_of(alias: str) -> list[str]:
+    """The replica aliases of primary ``alias`` (empty when it has none)."""
+    replicas: dict[str, list[str]] = get_settings()["SEARCH_REPLICAS"]
+    return replicas.get(alias, [])
+
+
+def primary_of(alias: str) -> str | None:
+    """The primary of replica ``alias``, or None when ``alias`` is not a replica."""
+    replicas: dict[str, list[str]] = get_settings()["SEARCH_REPLICAS"]
+    for primary, aliases in replicas.items():
+        if alias in aliases:
+            return primary
+    return None
+
+
+# --- read-your-writes -------------------------------------------------------------------------
+
+
+def mark_written(seconds: float | None = None) -> None:
+    """Search the primary in this context for ``seconds`` (default ``READ_YOUR_WRITES_SECONDS``).
+
+    Saves and deletes call it through signals; call it after writes that send none
+    (``QuerySet.update()``, ``bulk_create()``, raw SQL).
+    """
+    window = get_settings()["READ_YOUR_WRITES_SECONDS"] if seconds is None else seconds
+    deadline = time.time() + window
+    if deadline > primary_until.get():
+        primary_until.set(deadline)
+
+
+def note_write(sender: type[Model], using: str | None = None, **kwargs: Any) -> None:
+    """Receiver of ``post_save``/``post_delete``/``m2m_changed``: a write to a database with
+    replicas starts the read-your-writes window. Session saves do not count."""
+    if using and replicas_of(using) and sender._meta.label_lower != "sessions.session":
+        mark_written()
+
+
+@contextmanager
+def use_primary() -> Iterator[None]:
+    """Run the block's searches on the primary, whatever the replicas' state."""
+    token = primary_until.set(math.inf)
+    try:
+        yield
+    finally:
+        primary_until.reset(token)
+
+
+class ReadYourWritesMiddleware:
+    """Carries the read-your-writes window to the browser's next requests (the page a form's
+    redirect leads to) in a signed, HttpOnly cookie that expires with the window.
+
+    Also confines the window to the request that wrote: the next request served by the same
+    thread starts from the cookie, not from what the thread's previous visitor did.
+    """
+
+    cookie_name = "vectorsearch_primary"
+    salt = "vectorsearch.replicas.ReadYourWritesMiddleware"
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        previous, start = self._enter(request)
+        try:
+            response = self.get_response(request)
+        finally:
+            end = primary_until.get()
+            primary_until.set(previous)
+        return self._leave(request, response, start, end)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        previous, start = self._enter(request)
+        try:
+            response = await self.get_response(request)
+        finally:
+            end = primary_until.get()
+            primary_until.set(previous)
+        return self._leave(request, response, start, end)
+
+    def _enter(self, request: HttpRequest) -> tuple[float, float]:
+        previous = primary_until.get()
+        start = 0.0
+        value = request.get_signed_cookie(self.cookie_name, default=None, salt=self.salt)
+        if value is not None:
+            try:
+                deadline = float(value)
+            except ValueError:
+                deadline = 0.0
+            # Never longer than the window allows now, even if the setting was shortened.
+            start = min(deadline, time.time() + get_settings()["READ_YOUR_WRITES_SECONDS"])
+        primary_until.set(start)
+        return previous, start
+
+    def _leave(
+        self, request: HttpRequest, response: HttpResponseBase, start: float, end: float
+    ) -> HttpResponseBase:
+        remaining = end - time.time()
+        if end > start and remaining > 0 and math.isfinite(end):
+            response.set_signed_cookie(
+                self.cookie_name,
+                f"{end:.3f}",
+                salt=self.salt,
+                max_age=math.ceil(remaining),
+                httponly=True,
+                samesite="Lax",
+                secure=request.is_secure(),
+            )
+        return response
+
+
+# --- replica health -----------------------------------------------------------------------
+
+
+def _query(alias: str) -> tuple[bool, float | None]:
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_LAG_SQL)
+        in_recovery, lag = cursor.fetchone()
+    return bool(in_recovery), lag
+
+
+def measure_replica(alias: str) -> tuple[bool, float | None]:
+    """``(in recovery, seconds behind)`` of ``alias``, measured now; lag None when unknown
+    (a standby still catching up after it started). Raises ``DatabaseError`` when it is away.
+
+    A connection broken by a restart of the replica is replaced once before giving up.
+    """
+    connection = connections[alias]
+    try:
+        return _query(alias)
+    except DatabaseError:
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        return _query(alias)
+
+
+def _mark_down(alias: str, error: BaseException) -> None:
+    state = _state(alias)
+    state.down_until = time.monotonic() + get_settings()["REPLICA_RETRY_SECONDS"]
+    state.lag_expires = 0.0
+    state.error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    logger.warning(
+        "Replica %r is unavailable (%s); searches use its primary for %ss.",
+        alias,
+        state.error,
+        get_settings()["REPLICA_RETRY_SECONDS"],
+    )
+    with suppress(DatabaseError):
+        connections[alias].close()
+
+
+def _lag(alias: str) -> float | None:
+    state = _state(alias)
+    now = time.monotonic()
+    if now < state.lag_expires:
+        return state.lag
+    try:
+        _, lag = measure_replica(alias)
+    except DatabaseError as e:
+        _mark_down(alias, e)
+        return None
+    state.lag, state.lag_expires, state.error = lag, now + LAG_CACHE_SECONDS, ""
+    return lag
+
+
+def search_alias(model: type[Model] | None, default_alias: str = DEFAULT_DB_ALIAS) -> str:
+    """The alias a search of ``model`` without an explicit ``.using()`` should run on.
+
+    ``default_alias`` is where the queryset would run otherwise (``queryset.db``); a replica
+    alias given there (by a router) counts as its primary. Returns a replica of it that is up
+    and within ``REPLICA_MAX_LAG_SECONDS``, or the primary (see the module docstring).
+    ``model`` is accepted for routing by model later; every model of a primary shares its
+    replicas today.
+    """
+    primary = primary_of(default_alias) or default_alias
+    replicas = replicas_of(primary)
+    if not replicas or time.time() < primary_until.get():
+        return primary
+    now = time.monotonic()
+    candidates = [alias for alias in replicas if _state(alias).down_until <= now]
+    random.shuffle(candidates)  # spreads searches over several replicas
+    limit = get_settings()["REPLICA_MAX_LAG_SECONDS"]
+    for alias in candidates:
+        lag = _lag(alias)
+        if lag is not None and lag <= limit:
+            return alias
+    return primary
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    return getattr(error.__cause__, "sqlstate", None)
+
+
+def with_fallback(
+    model: type[Model] | None, run: Callable[[str], T], default_alias: str = DEFAULT_DB_ALIAS
+) -> T:
+    """``run(alias)`` on :func:`search_alias`'s choice; on a replica's failure, again on the primary.
+
+    ``run`` must fetch its rows (``list(...)``) before returning. A statement timeout is raised
+    as it is (the primary would time out too); any other database error on a replica re-runs
+    the search on the primary, and marks the replica down unless a fresh connection to it
+    works (a connection broken by an earlier restart) or the error was a recovery conflict.
+    """
+    alias = search_alias(model, default_alias)
+    primary = primary_of(default_alias) or default_alias
+    if alias == primary:
+        return run(alias)
+    try:
+        return run(alias)
+    except DatabaseError as e:
+        code = _sqlstate(e)
+        if code == "57014":
+            raise
+        logger.info("Search on replica %r failed (%s); re-running it on %r.", alias, e, primary)
+        if code != "40001":  # canceled by a recovery conflict: the replica itself is fine
+            try:
+                connections[alias].close()
+                _query(alias)
+            except DatabaseError as probe:
+                _mark_down(alias, probe)
+        return run(primary)
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """One replica as ``vectorsearch_status`` shows it."""
+
+    alias: str
+    primary: str
+    state: str  # "streaming", "lagging", "catching up", "not a standby", "down"
+    in_recovery: bool | None
+    lag_seconds: float | None
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "primary": self.primary,
+            "state": self.state,
+            "in_recovery": self.in_recovery,
+            "lag_seconds": self.lag_seconds,
+            "error": self.error,
+        }
+
+
+def replica_status(primary: str = DEFAULT_DB_ALIAS) -> list[ReplicaStatus]:
+    """Each replica of ``primary``, measured now (no cache)."""
+    limit = get_settings()["REPLICA_MAX_LAG_SECONDS"]
+    found = []
+    for alias in replicas_of(primary):
+        try:
+            in_recovery, lag = measure_replica(alias)
+        except DatabaseError as e:
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            found.append(ReplicaStatus(alias, primary, "down", None, None, message))
+            continue
+        if not in_recovery:
+            state = "not a standby"
+        elif lag is None:
+            state = "catching up"
+        else:
+            state = "streaming" if lag <= limit else "lagging"
+        found.append(ReplicaStatus(alias, primary, state, in_recovery, lag))
+    return found
+
+
+class ReplicaRouter:
+    """An optional ``DATABASE_ROUTERS`` entry that sends *every* read of every model with
+    replicas through :func:`search_alias` (not only searches), and keeps writes of objects read
+    from a replica on its primary. ``migrate`` never runs on a replica alias."""
+
+    def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
+        instance = hints.get("instance")
+        db = getattr(getattr(instance, "_state", None), "db", None) or DEFAULT_DB_ALIAS
+        primary = primary_of(db) or db
+        return search_alias(model, primary) if replicas_of(primary) else None
+
+    def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
+        instance = hints.get("instance")
+        db = getattr(getattr(instance, "_state", None), "db", None)
+        return primary_of(db) if db else None
+
+    def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
+        first, second = obj1._state.db, obj2._state.db
+        if first and second and (primary_of(first) or first) == (primary_of(second) or second):
+            return True
+        return None
+
+    def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool | None:
+        return False if primary_of(db) is not None else None
