@@ -14,7 +14,8 @@ without an explicit ``.using()``, :func:`search_alias` picks a replica, or the p
 Lag is ``now() - pg_last_xact_replay_timestamp()`` on the replica, measured at most once a second
 per replica and process. That figure also grows on an idle primary, where nothing is missing: a
 standby that has replayed all it received (``pg_last_wal_receive_lsn() =
-pg_last_wal_replay_lsn()``) from a live WAL receiver counts as 0 behind.
+pg_last_wal_replay_lsn()``) from a live WAL receiver counts as 0 behind. A standby behind what it
+received is at most as far behind as the time since it was last seen caught up.
 
 :func:`with_fallback` runs a search on the chosen alias and re-runs it on the primary if the
 replica fails mid-query, which :func:`search_alias` alone cannot see coming.
@@ -69,13 +70,10 @@ LAG_CACHE_SECONDS = 1.0
 
 _LAG_SQL = """
 SELECT pg_is_in_recovery(),
-       CASE
-         WHEN NOT pg_is_in_recovery() THEN 0
-         WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
-              AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver
-                          WHERE coalesce(status, 'streaming') = 'streaming') THEN 0
-         ELSE greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp()))
-       END::float8
+       pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+         AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver
+                     WHERE coalesce(status, 'streaming') = 'streaming'),
+       greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp()))::float8
 """
 
 
@@ -84,6 +82,7 @@ class _Health:
     down_until: float = 0.0  # time.monotonic()
     lag: float | None = None
     lag_expires: float = 0.0  # time.monotonic()
+    caught_up_at: float | None = None  # time.monotonic() it was last seen fully replayed
     error: str = ""
 
 
@@ -231,8 +230,19 @@ class ReadYourWritesMiddleware:
 def _query(alias: str) -> tuple[bool, float | None]:
     with connections[alias].cursor() as cursor:
         cursor.execute(_LAG_SQL)
-        in_recovery, lag = cursor.fetchone()
-    return bool(in_recovery), lag
+        in_recovery, caught_up, replay_age = cursor.fetchone()
+    state = _state(alias)
+    now = time.monotonic()
+    if not in_recovery or caught_up:
+        state.caught_up_at = now
+        return bool(in_recovery), 0.0
+    # Behind what it received. The age of its last replayed commit overstates the lag after an
+    # idle spell (the first write's WAL is received a moment before it is replayed), while
+    # whatever is unreplayed now arrived after it was last seen caught up: the smaller bound.
+    since = None if state.caught_up_at is None else now - state.caught_up_at
+    if replay_age is None or since is None:
+        return True, replay_age if since is None else since
+    return True, min(replay_age, since)
 
 
 def measure_replica(alias: str) -> tuple[bool, float | None]:
@@ -255,6 +265,7 @@ def _mark_down(alias: str, error: BaseException) -> None:
     state = _state(alias)
     state.down_until = time.monotonic() + get_settings()["REPLICA_RETRY_SECONDS"]
     state.lag_expires = 0.0
+    state.caught_up_at = None
     state.error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     logger.warning(
         "Replica %r is unavailable (%s); searches use its primary for %ss.",
