@@ -1,24 +1,17 @@
 """Searches on read replicas, falling back to the primary (docs/scaling.md).
 
-``VECTORSEARCH["SEARCH_REPLICAS"]`` names aliases of ``DATABASES`` that serve searches; writes,
-sync and every other query stay where Django's routers send them. For each search evaluated
-without an explicit ``.using()``, :func:`search_alias` picks a replica, or the primary when:
+``VECTORSEARCH["SEARCH_REPLICAS"]`` names the aliases that serve searches; writes and every other
+query stay where Django's routers send them. :func:`search_alias` picks, for a search without an
+explicit ``.using()``, a replica, or the primary when:
 
-- **read-your-writes** is active: this request/thread (a contextvar set by ``post_save``,
-  ``post_delete`` and ``m2m_changed``), or this browser across a redirect (the signed cookie of
-  :class:`ReadYourWritesMiddleware`), wrote within ``READ_YOUR_WRITES_SECONDS``;
-- the replica is **down**: a connection or query failed; it is then left alone for
-  ``REPLICA_RETRY_SECONDS``, so visitors pay for the failure once, not on every search;
-- the replica **lags** more than ``REPLICA_MAX_LAG_SECONDS`` behind.
+- **read-your-writes** is on: this context wrote within ``READ_YOUR_WRITES_SECONDS`` (signals
+  set :data:`primary_until`; :class:`ReadYourWritesMiddleware` carries it across a redirect);
+- the replica is **down**: left alone for ``REPLICA_RETRY_SECONDS`` after a failure;
+- the replica **lags** more than ``REPLICA_MAX_LAG_SECONDS`` (``now() -
+  pg_last_xact_replay_timestamp()``, cached a second; 0 when a live WAL receiver has replayed
+  all the primary reported, since that age also grows on an idle primary).
 
-Lag is ``now() - pg_last_xact_replay_timestamp()`` on the replica, measured at most once a second
-per replica and process. That figure also grows on an idle primary, where nothing is missing: a
-standby that has replayed all it received (``pg_last_wal_receive_lsn() =
-pg_last_wal_replay_lsn()``) from a live WAL receiver counts as 0 behind. A standby behind what it
-received is at most as far behind as the time since it was last seen caught up.
-
-:func:`with_fallback` runs a search on the chosen alias and re-runs it on the primary if the
-replica fails mid-query, which :func:`search_alias` alone cannot see coming.
+:func:`with_fallback` re-runs a search on the primary when the replica fails mid-query.
 """
 
 from __future__ import annotations
@@ -30,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -70,11 +63,15 @@ LAG_CACHE_SECONDS = 1.0
 
 _LAG_SQL = """
 SELECT pg_is_in_recovery(),
-       pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
-         AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver
-                     WHERE coalesce(status, 'streaming') = 'streaming'),
+       EXISTS (SELECT 1 FROM pg_stat_wal_receiver
+               WHERE coalesce(status, 'streaming') = 'streaming'
+                 AND pg_last_wal_replay_lsn()
+                     >= coalesce(latest_end_lsn, pg_last_wal_receive_lsn())),
        greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp()))::float8
 """
+# Caught up: replayed up to the primary's WAL end its last message reported (latest_end_lsn, NULL
+# before one and without pg_read_all_stats), else what was received (">=": after a restart that
+# starts at the segment before the replay position).
 
 
 @dataclass
@@ -121,9 +118,6 @@ def primary_of(alias: str) -> str | None:
         if alias in aliases:
             return primary
     return None
-
-
-# --- read-your-writes -------------------------------------------------------------------------
 
 
 def mark_written(seconds: float | None = None) -> None:
@@ -224,9 +218,6 @@ class ReadYourWritesMiddleware:
         return response
 
 
-# --- replica health -----------------------------------------------------------------------
-
-
 def _query(alias: str) -> tuple[bool, float | None]:
     with connections[alias].cursor() as cursor:
         cursor.execute(_LAG_SQL)
@@ -261,18 +252,19 @@ def measure_replica(alias: str) -> tuple[bool, float | None]:
         return _query(alias)
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _mark_down(alias: str, error: BaseException) -> None:
     state = _state(alias)
     state.down_until = time.monotonic() + get_settings()["REPLICA_RETRY_SECONDS"]
     state.lag_expires = 0.0
     state.caught_up_at = None
-    state.error = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    logger.warning(
-        "Replica %r is unavailable (%s); searches use its primary for %ss.",
-        alias,
-        state.error,
-        get_settings()["REPLICA_RETRY_SECONDS"],
-    )
+    state.error = _first_line(error)
+    retry = get_settings()["REPLICA_RETRY_SECONDS"]
+    logger.warning("Replica %r is unavailable (%s); primary for %ss.", alias, state.error, retry)
     with suppress(DatabaseError):
         connections[alias].close()
 
@@ -315,10 +307,6 @@ def search_alias(model: type[Model] | None, default_alias: str = DEFAULT_DB_ALIA
     return primary
 
 
-def _sqlstate(error: BaseException) -> str | None:
-    return getattr(error.__cause__, "sqlstate", None)
-
-
 def with_fallback(
     model: type[Model] | None, run: Callable[[str], T], default_alias: str = DEFAULT_DB_ALIAS
 ) -> T:
@@ -336,7 +324,7 @@ def with_fallback(
     try:
         return run(alias)
     except DatabaseError as e:
-        code = _sqlstate(e)
+        code = getattr(e.__cause__, "sqlstate", None)
         if code == "57014":
             raise
         logger.info("Search on replica %r failed (%s); re-running it on %r.", alias, e, primary)
@@ -361,14 +349,7 @@ class ReplicaStatus:
     error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "alias": self.alias,
-            "primary": self.primary,
-            "state": self.state,
-            "in_recovery": self.in_recovery,
-            "lag_seconds": self.lag_seconds,
-            "error": self.error,
-        }
+        return asdict(self)
 
 
 def replica_status(primary: str = DEFAULT_DB_ALIAS) -> list[ReplicaStatus]:
@@ -379,8 +360,7 @@ def replica_status(primary: str = DEFAULT_DB_ALIAS) -> list[ReplicaStatus]:
         try:
             in_recovery, lag = measure_replica(alias)
         except DatabaseError as e:
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            found.append(ReplicaStatus(alias, primary, "down", None, None, message))
+            found.append(ReplicaStatus(alias, primary, "down", None, None, _first_line(e)))
             continue
         if not in_recovery:
             state = "not a standby"
