@@ -259,6 +259,44 @@ def test_bad_semantic_queries_get_a_message_not_a_500(admin_client, articles, q,
     assert "column-vectorsearch_score" not in html  # nothing was ranked
 
 
+@pytest.mark.parametrize("semantic", ["1", ""])
+def test_a_nul_in_the_search_lists_no_rows(admin_client, articles, semantic):
+    # D6: the error was shown above all the model's rows (Django then searches for "").
+    response = admin_client.get("/admin/embedapp/article/", {"q": "cats\x00", "semantic": semantic})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Null characters are not allowed." in html
+    assert _result_titles(html) == []
+
+
+def test_search_by_meaning_runs_under_the_statement_timeout(admin_client, articles):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get("/admin/embedapp/article/", {"q": "cats", "semantic": "1"})
+    assert response.status_code == 200
+    sql = [q["sql"] for q in captured.captured_queries]
+    timeout = next(i for i, q in enumerate(sql) if "set_config('statement_timeout'" in q)
+    ranked = [i for i, q in enumerate(sql) if "<=>" in q]
+    assert ranked and min(ranked) > timeout
+
+
+@override_settings(VECTORSEARCH={"SEARCH_STATEMENT_TIMEOUT_MS": 100})
+def test_a_search_by_meaning_past_the_timeout_is_a_503(admin_user, articles, rf):
+    class SlowArticleAdmin(type(admin.site._registry[Article])):
+        def get_queryset(self, request):
+            return super().get_queryset(request).extra(where=["pg_sleep(0.3) IS NOT NULL"])
+
+    request = rf.get("/admin/embedapp/article/", {"q": "cats", "semantic": "1"})
+    request.user = admin_user
+    request.session = {}
+    request._messages = type("Messages", (), {"add": lambda *a, **k: None})()
+    response = SlowArticleAdmin(Article, admin.site).changelist_view(request)
+    assert response.status_code == 503
+    assert response.content.decode() == "The search took too long; try fewer words or a filter."
+
+
 def test_blank_semantic_query_lists_everything(admin_client, articles):
     response = admin_client.get("/admin/embedapp/article/", {"q": "   ", "semantic": "1"})
     assert response.status_code == 200

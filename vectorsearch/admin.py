@@ -28,8 +28,8 @@ from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ORDER_VAR, SEARCH_VAR, ChangeList
 from django.core import checks
 from django.core.exceptions import ValidationError
-from django.db import models
-from django.http import HttpRequest
+from django.db import InterfaceError, OperationalError, models
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
@@ -38,8 +38,10 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .conf import get_settings
+from .db import is_timeout, statement_timeout
 from .exceptions import EmbeddingError, InvalidEmbedderError, InvalidQuery, NotRegistered
 from .models import Embedding
+from .ranking.search import query_vector, search
 from .registry import Registration, registry
 
 __all__ = [
@@ -198,6 +200,14 @@ class VectorSearchChangeList(ChangeList):
         lookup_params: dict[str, Any] = super().get_filters_params(params)
         lookup_params.pop(SEMANTIC_VAR, None)
         return lookup_params
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> Any:
+        queryset = super().get_queryset(request, exclude_parameters)
+        if "\x00" in request.GET.get(SEARCH_VAR, ""):
+            # Django's search form refused the text (its error is shown) and searches for ""
+            # instead: that would list every row under a search that matched nothing.
+            return queryset.none()
+        return queryset
 
 
 # -- the mixin -------------------------------------------------------------------------------------
@@ -421,8 +431,6 @@ class VectorSearchAdminMixin(_Base):
         vector = self._query_vector(request, search_term)
         if vector is None:
             return queryset.none(), False
-        from .search import search
-
         registration = self.get_vectorsearch_registration()
         k = max(1, min(int(self.vectorsearch_search_k), int(get_settings()["MAX_K"])))
         try:
@@ -463,8 +471,6 @@ class VectorSearchAdminMixin(_Base):
                 % {"length": len(text), "limit": limit},
             )
         else:
-            from .search import query_vector
-
             try:
                 vector = query_vector(self.get_vectorsearch_registration(), text)
             except (InvalidQuery, EmbeddingError, InvalidEmbedderError, NotRegistered) as e:
@@ -493,7 +499,24 @@ class VectorSearchAdminMixin(_Base):
             },
             **(extra_context or {}),
         }
-        return super().changelist_view(request, extra_context=context)
+        if not (self.is_semantic_search(request) and request.GET.get(SEARCH_VAR, "").strip()):
+            return super().changelist_view(request, extra_context=context)
+        # A search by meaning runs under the search page's statement timeout, rendered inside
+        # it (the changelist's queries run while its template renders).
+        using = self.get_queryset(request).db
+        try:
+            with statement_timeout(get_settings()["SEARCH_STATEMENT_TIMEOUT_MS"], using=using):
+                response = super().changelist_view(request, extra_context=context)
+                if hasattr(response, "render"):
+                    response.render()
+        except (OperationalError, InterfaceError) as e:
+            message = (
+                gettext("The search took too long; try fewer words or a filter.")
+                if is_timeout(e)
+                else gettext("Search is unavailable right now; try again later.")
+            )
+            return HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+        return response
 
     # -- similar items -------------------------------------------------------------------------
 
@@ -515,8 +538,6 @@ class VectorSearchAdminMixin(_Base):
             return [], gettext(
                 "This object has no vector yet: save it or use the action “Re-embed selected”."
             )
-        from .search import search
-
         wanted = int(self.vectorsearch_similar_k)
         fetch = max(1, min(wanted * 3, int(get_settings()["MAX_K"])))
         candidates = self.get_queryset(request).using(using).exclude(pk=obj.pk)

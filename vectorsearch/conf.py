@@ -17,7 +17,12 @@ from django.dispatch import receiver
 
 from .exceptions import ImproperlyConfiguredVectorSearch
 
-__all__ = ["DEFAULTS", "get_settings"]
+__all__ = ["DEFAULTS", "EF_SEARCH_RANGE", "SYNC_MODES", "get_settings"]
+
+#: What saving a registered object does to its vector (see "SYNC" below).
+SYNC_MODES = ("immediate", "task", "manual")
+#: pgvector's bounds for hnsw.ef_search.
+EF_SEARCH_RANGE = (1, 1000)
 
 DEFAULTS: dict[str, Any] = {
     # Create the pgvector extension at the start of `migrate` when it is missing. Turn off where a
@@ -33,17 +38,17 @@ DEFAULTS: dict[str, Any] = {
     # 400 gives recall@10 0.979 (0.985 on another 300), 500 gives 0.980 (0.988), 600 0.986 at
     # ~20% more time; 50% filters reach 0.987+ from 400.
     "FILTERED_EF_SEARCH": 500,
+    # Searches over a binary-quantized index (HnswIndex(quantization="binary")) find this many
+    # times the rows asked by Hamming distance, then keep the nearest by the full distance.
+    "BINARY_OVERFETCH": 4,
     # hnsw.max_scan_tuples of the iterative index scans of filtered searches: how many index
     # tuples a scan may visit before it gives up (pgvector: 20000); an exact scan then completes
     # a short answer.
     "MAX_SCAN_TUPLES": 20_000,
-    # When a filtered search does not say exact= or not, it scans the filtered rows exactly if the
-    # planner expects at most this many of them, and uses the index otherwise.
-    "EXACT_SEARCH_MAX_ROWS": 5_000,
-    # Run a search shape seen before (same filters and arguments, another vector) with the SQL
-    # compiled for it then (docs/query.md, "Repeated searches"). Turn off if a custom lookup or
-    # expression compiles to SQL that depends on request state other than the time zone.
-    "REPLAY_SEARCHES": True,
+    # When a filtered search does not say exact= or not: None (default) lets the planner compare
+    # the cost of an exact scan of the rows the filters keep with an iterative index scan
+    # (vectorsearch.ranking.planner); a number scans exactly when it expects at most that many.
+    "EXACT_SEARCH_MAX_ROWS": None,
     # Reciprocal rank fusion constant for hybrid search: 1 / (RRF_K + rank).
     "RRF_K": 60,
     # What saving a registered object does to its vector: "immediate" (embed in post_save),
@@ -94,11 +99,11 @@ def get_settings() -> dict[str, Any]:
             f"Known keys: {', '.join(sorted(DEFAULTS))}."
         )
     merged = {**DEFAULTS, **user}
-    if merged["SYNC"] not in ("immediate", "task", "manual"):
+    if merged["SYNC"] not in SYNC_MODES:
         raise ImproperlyConfiguredVectorSearch(
             f"VECTORSEARCH['SYNC'] must be 'immediate', 'task' or 'manual', not {merged['SYNC']!r}."
         )
-    for key in ("CREATE_EXTENSION", "REPLAY_SEARCHES"):
+    for key in ("CREATE_EXTENSION",):
         if not isinstance(merged[key], bool):
             raise ImproperlyConfiguredVectorSearch(
                 f"VECTORSEARCH[{key!r}] must be True or False, not {merged[key]!r}."
@@ -118,6 +123,14 @@ def get_settings() -> dict[str, Any]:
             raise ImproperlyConfiguredVectorSearch(
                 f"VECTORSEARCH[{key!r}] must be a positive whole number, not {value!r}."
             )
+    for key, (low, high) in _RANGES.items():
+        value = merged[key]
+        if value is None and key in _OPTIONAL:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ImproperlyConfiguredVectorSearch(
+                f"VECTORSEARCH[{key!r}] must be a whole number from {low} to {high}, not {value!r}."
+            )
     merged["SEARCH_REPLICAS"] = _replicas(merged["SEARCH_REPLICAS"])
     for key in ("REPLICA_MAX_LAG_SECONDS", "REPLICA_RETRY_SECONDS", "READ_YOUR_WRITES_SECONDS"):
         value = merged[key]
@@ -126,6 +139,20 @@ def get_settings() -> dict[str, Any]:
                 f"VECTORSEARCH[{key!r}] must be a number of seconds >= 0, not {value!r}."
             )
     return merged
+
+
+# Settings whose None means "choose for me".
+_OPTIONAL = {"EXACT_SEARCH_MAX_ROWS"}
+# The integer settings with a range of their own (the others must be positive).
+_RANGES = {
+    "MAX_K": (1, 100_000),
+    "EF_SEARCH": EF_SEARCH_RANGE,
+    "FILTERED_EF_SEARCH": EF_SEARCH_RANGE,
+    "MAX_SCAN_TUPLES": (1, 2**31 - 1),
+    "EXACT_SEARCH_MAX_ROWS": (0, 2**63 - 1),
+    "RRF_K": (0, 1_000_000),
+    "BINARY_OVERFETCH": (1, 100),
+}
 
 
 def _replicas(value: Any) -> dict[str, list[str]]:

@@ -21,19 +21,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from django.apps import apps
 from django.db import models
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import OuterRef
 from django.db.models.functions import Cast
 
 from .distances import Distance, vector_type_of
 from .embedders import embedders
 from .embedders.base import BaseEmbedder
-from .exceptions import InvalidQuery, NotRegistered
+from .exceptions import NotRegistered
 from .fields import HalfVectorField, VectorField
+from .indexes import served_distances
 
-__all__ = ["Registration", "Registry", "embed_query", "register", "registry", "unregister"]
+__all__ = ["Registration", "Registry", "register", "registry", "unregister"]
 
 #: The sync modes: embed in ``post_save``, enqueue a background task, or leave it to the backfill.
 SYNC_MODES = ("immediate", "task", "manual")
@@ -147,16 +147,14 @@ class Registration:
         return vector_type_of(field) or "vector"
 
     def query_distance(self) -> Distance:
-        """The distance searches use: the one the vector field's index serves (by the same rule
-        as ``similar_to()``), else the registration's ``distance``."""
-        if self.vector_field is None:
-            return self.distance
-        from .query import resolve_distance
-
-        try:
-            return resolve_distance(self.model, self.model_field(), None)
-        except InvalidQuery:  # no index on the column, or several serving different distances
-            return self.distance
+        """The distance searches use: the one the vector field's index serves, else the
+        registration's ``distance``."""
+        if self.vector_field is not None:
+            field = self.model_field()
+            indexed = served_distances(field.model, field.name)
+            if len(indexed) == 1:
+                return next(iter(indexed))
+        return self.distance
 
 
 class Registry:
@@ -316,35 +314,3 @@ def register(model: type[models.Model] | str, **kwargs: Any) -> Registration:
 
 def unregister(model: type[models.Model], key: str | None = None) -> None:
     registry.unregister(model, key)
-
-
-def embed_query(model: type[models.Model], field: str, text: str) -> Any:
-    """The query vector for ``text``, from the embedder registered for ``model.field``.
-
-    Raises :class:`InvalidQuery` when no embedder is registered for that field.
-    """
-    try:
-        registration = registry.get(model, vector_field=field)
-    except NotRegistered:
-        raise InvalidQuery(
-            "A text query needs an embedder, and none is registered for "
-            f"{model._meta.label}.{field}; "
-            "register one with vectorsearch.register(..., vector_field=...), or pass a vector "
-            "(a list of numbers or a numpy array)."
-        ) from None
-    vector: np.ndarray[Any, Any] = registration.embedder.embed_one(text)
-    return vector
-
-
-def comparable_vectors(model: type[models.Model], field: str, using: str) -> Q:
-    """A filter keeping the rows whose vector in ``field`` the registered embedder made.
-
-    A vector of another embedder (before a change of model, until the backfill replaces it)
-    lies in another space: ranking it against this embedder's query would be meaningless. Such
-    rows carry bookkeeping with another identity. Without a registration, every row is kept.
-    """
-    try:
-        registration = registry.get(model, vector_field=field)
-    except NotRegistered:
-        return Q()
-    return ~Q(Exists(registration.foreign_vectors(using)))

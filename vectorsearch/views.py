@@ -45,9 +45,9 @@ from .conf import get_settings
 from .db import is_timeout, statement_timeout
 from .exceptions import EmbeddingError, InvalidQuery
 from .forms import SearchForm
+from .ranking.search import query_vector as search_query_vector
+from .ranking.search import search
 from .registry import Registration, registry
-from .search import query_vector as search_query_vector
-from .search import search
 
 __all__ = [
     "CheckedSearch",
