@@ -13,7 +13,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import DEFAULT_DB_ALIAS, connections, router
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router
 from django.db.models.expressions import RawSQL
 from django.http import HttpResponse, HttpResponseRedirect
 from django.test import RequestFactory, override_settings
@@ -283,6 +283,24 @@ def test_status_shows_each_replica_and_its_lag(standby):
     out = StringIO()
     call_command("vectorsearch_status", "embedapp.Article", stdout=out)
     assert "replica " not in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True, databases=BOTH)
+def test_instances_found_on_the_standby_save_to_the_primary(standby):
+    elsewhere(make_articles, 5)
+    standby.wait_replayed()
+    with override_settings(VECTORSEARCH=REPLICAS):
+        found = list(Article.objects.using("replica").order_by(CosineDistance("embedding", QUERY)))
+        assert {a._state.db for a in found} == {"replica"}
+        found[0].title = "edited"
+        with pytest.raises(DatabaseError, match="read-only transaction"):
+            found[0].save()  # what a search on the standby would leave its caller with
+        connections["replica"].close()
+        replicas.bind_to_primary([*found, {"not": "a model"}], "replica")
+        assert {a._state.db for a in found} == {"default"}
+        found[0].save()
+        assert Article.objects.using("default").get(pk=found[0].pk).title == "edited"
+        assert found[1].category.name == "c"  # relations load from the primary too
 
 
 @pytest.mark.django_db(transaction=True, databases=BOTH)

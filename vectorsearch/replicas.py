@@ -10,7 +10,6 @@ explicit ``.using()``, a replica, or the primary when:
 - the replica **lags** more than ``REPLICA_MAX_LAG_SECONDS`` (``now() -
   pg_last_xact_replay_timestamp()``, cached a second; 0 when a live WAL receiver has replayed
   all the primary reported, since that age also grows on an idle primary).
-
 :func:`with_fallback` re-runs a search on the primary when the replica fails mid-query.
 """
 
@@ -20,16 +19,17 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Model
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
 from .conf import get_settings
@@ -39,6 +39,7 @@ __all__ = [
     "ReadYourWritesMiddleware",
     "ReplicaRouter",
     "ReplicaStatus",
+    "bind_to_primary",
     "mark_written",
     "measure_replica",
     "note_write",
@@ -65,8 +66,7 @@ _LAG_SQL = """
 SELECT pg_is_in_recovery(),
        EXISTS (SELECT 1 FROM pg_stat_wal_receiver
                WHERE coalesce(status, 'streaming') = 'streaming'
-                 AND pg_last_wal_replay_lsn()
-                     >= coalesce(latest_end_lsn, pg_last_wal_receive_lsn())),
+                 AND pg_last_wal_replay_lsn() >= coalesce(latest_end_lsn, pg_last_wal_receive_lsn())),
        greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp()))::float8
 """
 # Caught up: replayed up to the primary's WAL end its last message reported (latest_end_lsn, NULL
@@ -83,8 +83,7 @@ class _Health:
     error: str = ""
 
 
-# Process-wide, shared by threads: plain attribute writes, each atomic under the GIL; two
-# threads measuring the same replica at once cost one query more, nothing worse.
+# Process-wide, shared by threads (attribute writes are atomic; a race costs one more query).
 _health: dict[str, _Health] = {}
 
 
@@ -93,16 +92,14 @@ def _state(alias: str) -> _Health:
 
 
 def reset() -> None:
-    """Forget what is known of every replica (down, lag). Done on a settings change."""
+    """Forget what is known of every replica (down, lag); done on a settings change."""
     _health.clear()
 
 
+@receiver(setting_changed, dispatch_uid="vectorsearch.replicas.reset")
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in ("VECTORSEARCH", "DATABASES"):
         reset()
-
-
-setting_changed.connect(_on_setting_changed, dispatch_uid="vectorsearch.replicas.reset")
 
 
 def replicas_of(alias: str) -> list[str]:
@@ -237,11 +234,9 @@ def _query(alias: str) -> tuple[bool, float | None]:
 
 
 def measure_replica(alias: str) -> tuple[bool, float | None]:
-    """``(in recovery, seconds behind)`` of ``alias``, measured now; lag None when unknown
-    (a standby still catching up after it started). Raises ``DatabaseError`` when it is away.
-
-    A connection broken by a restart of the replica is replaced once before giving up.
-    """
+    """``(in recovery, seconds behind)`` of ``alias``, measured now; lag None when unknown (a
+    standby catching up after it started). ``DatabaseError`` when it is away, after replacing
+    a connection broken by a restart of the replica once."""
     connection = connections[alias]
     try:
         return _query(alias)
@@ -337,6 +332,16 @@ def with_fallback(
         return run(primary)
 
 
+def bind_to_primary(objects: Iterable[Any], alias: str) -> None:
+    """Point model instances read on replica ``alias`` at its primary: saving one (or loading its
+    relations) then goes there, not to a read-only standby."""
+    primary = primary_of(alias)
+    if primary is not None:
+        for obj in objects:
+            if isinstance(obj, Model):
+                obj._state.db = primary
+
+
 @dataclass(frozen=True)
 class ReplicaStatus:
     """One replica as ``vectorsearch_status`` shows it."""
@@ -347,9 +352,6 @@ class ReplicaStatus:
     in_recovery: bool | None
     lag_seconds: float | None
     error: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def replica_status(primary: str = DEFAULT_DB_ALIAS) -> list[ReplicaStatus]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -36,7 +37,7 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         reports = [self.report(r, database) for r in select_registrations(labels)]
-        replicas = [s.as_dict() for s in replica_status(database)]
+        replicas = [asdict(s) for s in replica_status(database)]
         for report in reports:
             report["replicas"] = replicas
         if as_json:
