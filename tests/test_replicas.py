@@ -4,6 +4,7 @@ The standby is made once per module (pg_basebackup -R of the embedded server, ~2
 ``replica`` alias of tests/settings.py, whose TEST MIRROR points it at the test database.
 """
 
+import asyncio
 import contextvars
 import json
 import re
@@ -12,6 +13,7 @@ import time
 from io import StringIO
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.management import call_command
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, router
 from django.db.models.expressions import RawSQL
@@ -221,6 +223,32 @@ def test_read_your_writes_follows_the_redirect(standby):
         assert replicas.search_alias(Article) == "replica"
         time.sleep(1.1)
         assert follow({cookie: morsel.value}) == "replica"
+
+
+@pytest.mark.django_db(transaction=True, databases=BOTH)
+def test_read_your_writes_middleware_under_asgi(standby):
+    category = elsewhere(Category.objects.create, name="c")
+    standby.wait_replayed()
+
+    async def view(request):
+        if request.method == "POST":
+            await sync_to_async(Article.objects.create)(title="posted", category=category)
+            return HttpResponseRedirect("/search/")
+        return HttpResponse(await sync_to_async(replicas.search_alias)(Article))
+
+    middleware = replicas.ReadYourWritesMiddleware(view)
+    factory = RequestFactory()
+    cookie = replicas.ReadYourWritesMiddleware.cookie_name
+    with override_settings(VECTORSEARCH={**REPLICAS, "READ_YOUR_WRITES_SECONDS": 2}):
+        try:
+            posted = asyncio.run(middleware(factory.post("/add/")))
+            value = posted.cookies[cookie].value
+            request = factory.get("/search/")
+            request.COOKIES[cookie] = value
+            assert asyncio.run(middleware(request)).content == b"default"
+            assert asyncio.run(middleware(factory.get("/search/"))).content == b"replica"
+        finally:  # the connections of sync_to_async's thread
+            asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.mark.django_db(transaction=True, databases=BOTH)
