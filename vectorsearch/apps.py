@@ -19,6 +19,7 @@ class VectorSearchConfig(AppConfig):
         from .fields import check_vectors_before_save
         from .operations import create_extension_before_migrate
         from .replicas import note_write
+        from .signals import connect as connect_sync_signals
 
         # Operator classes on index expressions (HnswIndex(Cast(...), distance=...)) need
         # OpClass registered as a wrapper, which django.contrib.postgres does only when it is
@@ -32,6 +33,8 @@ class VectorSearchConfig(AppConfig):
             sender=self,
             dispatch_uid="vectorsearch.create_extension",
         )
+        # Saves and deletes of registered models, and of those registered later on.
+        connect_sync_signals()
         # Read-your-writes: a write to a database with replicas sends this context's searches
         # to the primary for a while (vectorsearch.replicas).
         for name, signal in (("save", post_save), ("delete", post_delete), ("m2m", m2m_changed)):

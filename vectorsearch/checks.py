@@ -32,6 +32,7 @@ from django.db import DatabaseError, connections
 
 from .conf import get_settings
 from .distances import IndexMethod, vector_type_of
+from .exceptions import InvalidEmbedderError
 from .indexes import (
     QUANTIZABLE_TYPES,
     QUANTIZATIONS,
@@ -42,6 +43,8 @@ from .indexes import (
     vector_indexes,
 )
 from .operations import extension_version, invalid_vector_indexes
+from .registry import HNSW_MAX_VECTOR_DIMENSIONS, registry
+from .tasks import task_decorator
 
 # The most dimensions an index can cover, by column type (pgvector 0.8, HNSW and IVFFlat alike).
 INDEX_MAX_DIMENSIONS = {"vector": 2_000, "halfvec": 4_000, "bit": 64_000}
@@ -231,8 +234,6 @@ def check_invalid_indexes(
 def check_registrations(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    from .registry import HNSW_MAX_VECTOR_DIMENSIONS, registry
-
     errors: list[checks.CheckMessage] = []
     models = set(_models(app_configs)) if app_configs is not None else None
     for registration in registry:
@@ -243,8 +244,6 @@ def check_registrations(
 
 
 def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMessage]:
-    from .exceptions import InvalidEmbedderError
-
     model = registration.model
     label = f"vectorsearch.register({model._meta.label})"
     errors: list[checks.CheckMessage] = []
@@ -353,17 +352,14 @@ def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMe
                 )
             )
     mode = registration.sync or get_settings()["SYNC"]
-    if mode == "task":
-        from .tasks import task_decorator
-
-        if task_decorator() is None:
-            errors.append(
-                checks.Error(
-                    f"{label}: SYNC is 'task' but no tasks framework is installed.",
-                    hint="pip install 'django-vectorsearch[tasks]' (django-tasks) on Django 5.2, "
-                    "or set VECTORSEARCH = {'SYNC': 'immediate'}.",
-                    obj=model,
-                    id="vectorsearch.E024",
-                )
+    if mode == "task" and task_decorator() is None:
+        errors.append(
+            checks.Error(
+                f"{label}: SYNC is 'task' but no tasks framework is installed.",
+                hint="pip install 'django-vectorsearch[tasks]' (django-tasks) on Django 5.2, "
+                "or set VECTORSEARCH = {'SYNC': 'immediate'}.",
+                obj=model,
+                id="vectorsearch.E024",
             )
+        )
     return errors

@@ -402,6 +402,7 @@ class VectorSearchView(View):
                         k=k,
                         vector_field=registration.vector_field,
                         embedder=registration.embedder_alias,
+                        mode="semantic",
                     )
                     for obj in found:
                         distance = _finite(getattr(obj, "distance", None))
@@ -472,6 +473,7 @@ class VectorSearchView(View):
                 k=depth,
                 vector_field=registration.vector_field,
                 embedder=registration.embedder_alias,
+                mode="semantic",
             )
             counts = Counter(
                 str(v) for v in nearest.values_list(name, flat=True) if v not in (None, "")

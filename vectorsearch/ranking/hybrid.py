@@ -29,12 +29,13 @@ from django.db.models.lookups import GreaterThanOrEqual
 from ..conf import get_settings
 from ..distances import Distance
 from ..exceptions import InvalidQuery
+from . import fulltext
 from .spec import check_int, check_k
 
 if TYPE_CHECKING:
     from .queryset import VectorQuerySet
 
-__all__ = ["hybrid_search", "search_document"]
+__all__ = ["hybrid_search", "keyword_search", "search_document"]
 
 _Q = TypeVar("_Q", bound="VectorQuerySet[Any]")
 
@@ -54,6 +55,8 @@ def hybrid_search(
     rrf_k: int | None = None,
     exact: bool | None = None,
     ef_search: int | None = None,
+    weights: tuple[float, float] = (1.0, 1.0),
+    any_word: bool = False,
 ) -> _Q:
     """Full-text and vector search fused by reciprocal rank fusion, in one SQL query.
 
@@ -64,6 +67,11 @@ def hybrid_search(
     ``1 / (rrf_k + its rank there)``, plus ``vector_rank`` and ``text_rank`` (None when absent
     from a list), ``distance``, ``score`` and ``text_score`` (``ts_rank``). Rows come best fused
     first; ``k`` keeps the first k.
+
+    ``weights`` (vector, text) multiply each list's ``1 / (rrf_k + rank)`` (weighted RRF);
+    ``any_word`` matches rows holding any word of ``text`` (ranked by how many and where)
+    instead of ``websearch`` syntax, which wants them all. ``search_fields`` may also be a
+    tsvector expression (see :mod:`.fulltext`).
 
     Filter before calling it, so both lists are drawn from the filtered rows; it must be the
     last ranking step (similar_to() cannot follow it).
@@ -77,8 +85,15 @@ def hybrid_search(
     k = check_k(k)
     rrf = get_settings()["RRF_K"] if rrf_k is None else rrf_k
     rrf = check_int("rrf_k", rrf, 0, 1_000_000) or 0
+    w_vector, w_text = _weights(weights)
     document = search_document(queryset.model, search_fields, config)
-    text_query = SearchQuery(text, config=config, search_type="websearch")
+    text_query: Any = (
+        fulltext.text_query(text)
+        if any_word
+        else SearchQuery(text, config=config, search_type="websearch")
+    )
+    if text_query is None:  # no word at all (emoji, punctuation): the vector list alone
+        w_text, text_query = 0.0, SearchQuery("", config=config, search_type="plain")
 
     ranked = queryset.similar_to(
         text if vector is None else vector,
@@ -137,8 +152,8 @@ def hybrid_search(
         )
         .annotate(
             rrf_score=ExpressionWrapper(
-                Coalesce(Value(1.0) / (Value(float(rrf)) + F("vector_rank")), Value(0.0))
-                + Coalesce(Value(1.0) / (Value(float(rrf)) + F("text_rank")), Value(0.0)),
+                Coalesce(Value(w_vector) / (Value(float(rrf)) + F("vector_rank")), Value(0.0))
+                + Coalesce(Value(w_text) / (Value(float(rrf)) + F("text_rank")), Value(0.0)),
                 output_field=FloatField(),
             )
         )
@@ -150,10 +165,42 @@ def hybrid_search(
     return fused
 
 
-def search_document(
-    model: type[models.Model], search_fields: str | Sequence[str] | None, config: str | None
-) -> Any:
-    """The tsvector to search: a SearchVectorField, or text fields as a SearchVector."""
+def keyword_search(queryset: _Q, text: str, document: Any, *, k: int | None = None) -> _Q:
+    """Rows holding any word of ``text`` in ``document`` (a tsvector), best first by
+    ``ts_rank_cd``: each annotated with ``text_score`` and ``score`` (the same number)."""
+    if queryset.searching:
+        raise InvalidQuery("keyword search cannot follow similar_to() or hybrid_search().")
+    k = check_k(k)
+    query = fulltext.text_query(text)
+    if query is None:
+        return queryset.none()
+    rank = SearchRank(document, query, cover_density=True)
+    found = (
+        queryset.alias(_document=document)
+        .filter(_document=query)
+        .annotate(text_score=rank, score=rank)
+        .order_by("-text_score", "pk")
+    )
+    return found[:k] if k is not None else found
+
+
+def _weights(weights: Any) -> tuple[float, float]:
+    try:
+        w_vector, w_text = (float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise InvalidQuery(
+            f"weights must be two numbers (vector, text), not {weights!r}."
+        ) from None
+    if not (w_vector >= 0 and w_text >= 0 and w_vector + w_text > 0):
+        raise InvalidQuery(f"weights must be two numbers >= 0, not both 0: {weights!r}.")
+    return w_vector, w_text
+
+
+def search_document(model: type[models.Model], search_fields: Any, config: str | None) -> Any:
+    """The tsvector to search: a SearchVectorField, text fields as a SearchVector, or a tsvector
+    expression as it is."""
+    if hasattr(search_fields, "resolve_expression"):
+        return search_fields
     if search_fields is None:
         vectors = [f.name for f in model._meta.concrete_fields if isinstance(f, SearchVectorField)]
         if len(vectors) != 1:

@@ -14,12 +14,17 @@ from django.db import models
 from ..conf import get_settings
 from ..exceptions import InvalidQuery, NotRegistered
 from ..registry import Registration, registry
+from . import fulltext
+from .hybrid import keyword_search
 from .queryset import VectorQuerySet
 from .spec import check_k
 from .targets import target_for_registration
 from .vectors import query_parts
 
-__all__ = ["as_vector_queryset", "query_vector", "registration_of", "search"]
+__all__ = ["MODES", "as_vector_queryset", "query_vector", "registration_of", "search"]
+
+#: The ways search() ranks: full text and vectors fused, vectors only, full text only.
+MODES = ("hybrid", "semantic", "keyword")
 
 
 def search(
@@ -30,6 +35,8 @@ def search(
     vector_field: str | None = None,
     embedder: str | None = None,
     iterative_scan: bool = True,
+    mode: str | None = None,
+    text: str | None = None,
     **options: Any,
 ) -> VectorQuerySet[Any]:
     """The ``k`` objects of ``queryset`` most similar to ``query`` (a text or a vector).
@@ -41,7 +48,20 @@ def search(
     vector, or a model that is not registered. (``iterative_scan`` is accepted for
     compatibility: the planner chooses the scan.) ``options`` (``exact``, ``ef_search``,
     ``threshold``) go to ``similar_to()``.
+
+    ``mode``: ``"hybrid"`` (the default when there is a text) fuses full-text and vector ranks (weighted reciprocal rank
+    fusion, ``HYBRID_*`` settings) in one query; ``"semantic"`` ranks by vector only;
+    ``"keyword"`` by full text only. Full text needs the text: ``text``, or ``query`` when it is
+    one; a registration whose text comes from a callable has no text columns, so its hybrid
+    search is semantic. Hybrid rows are ordered by ``rrf_score`` and keep ``distance`` and
+    ``score`` (vector similarity) and ``text_score``; keyword rows have ``text_score`` and
+    ``score`` (the same).
     """
+    words = text if text is not None else query if isinstance(query, str) else None
+    if mode is None:
+        mode = "semantic" if words is None else "hybrid"
+    if mode not in MODES:
+        raise InvalidQuery(f"mode must be one of {', '.join(MODES)}, not {mode!r}.")
     if isinstance(queryset, type):
         queryset = queryset._default_manager.all()
     checked_k = check_k(k)  # the same rule and message as similar_to(k=...)
@@ -51,6 +71,13 @@ def search(
         )
     registration = registration_of(queryset.model, vector_field, embedder)
     searched = as_vector_queryset(queryset)
+    if mode != "semantic" and words is None:
+        raise InvalidQuery(f"A {mode} search needs the text searched for: pass text=.")
+    if mode == "hybrid" and not registration.fields:
+        mode = "semantic"  # the text comes from a callable: no columns to search by keyword
+    if mode == "keyword":
+        assert words is not None
+        return keyword_search(searched, words, fulltext.document(registration), k=checked_k)
     if registration.vector_field is not None:
         # Only vectors the registered embedder made are comparable with its queries, whether
         # the query is a text (similar_to() keeps those for a text itself) or a vector made by
@@ -59,8 +86,25 @@ def search(
         if not isinstance(query, str):
             target = target_for_registration(registration)
             searched = searched.filter(target.comparable(searched.db))
-        return searched.similar_to(query, field=registration.vector_field, k=checked_k, **options)
-    return searched.similar_to(query, embedder=registration.embedder_alias, k=checked_k, **options)
+        where: dict[str, Any] = {"field": registration.vector_field}
+    else:
+        where = {"embedder": registration.embedder_alias}
+    if mode == "semantic":
+        return searched.similar_to(query, k=checked_k, **where, **options)
+    assert words is not None
+    conf = get_settings()
+    return searched.hybrid_search(
+        words,
+        None if isinstance(query, str) else query,
+        search_fields=fulltext.document(registration),
+        candidates=max(checked_k, conf["HYBRID_CANDIDATES"]),
+        k=checked_k,
+        rrf_k=conf["RRF_K"],
+        weights=(conf["HYBRID_VECTOR_WEIGHT"], conf["HYBRID_TEXT_WEIGHT"]),
+        any_word=True,
+        **where,
+        **{key: value for key, value in options.items() if key in ("exact", "ef_search")},
+    )
 
 
 def registration_of(
