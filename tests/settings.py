@@ -13,6 +13,16 @@ ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 USE_TZ = True
 
 DATABASES = {"default": database_settings(BASE_DIR / ".pgdata")}
+# A streaming standby of the embedded server, started only by tests/test_replicas.py's fixture
+# (pg_basebackup -R), listening on a socket in .pgreplica/run. TEST MIRROR: the test database
+# the primary creates reaches the standby through the WAL, under the same name.
+REPLICA_DIR = BASE_DIR / ".pgreplica"
+DATABASES["replica"] = {
+    **DATABASES["default"],
+    "HOST": str(REPLICA_DIR / "run"),
+    "PORT": "5433",
+    "TEST": {"MIRROR": "default"},
+}
 
 # The test app comes first on purpose: the pgvector extension must exist before its vector
 # columns whatever the order of INSTALLED_APPS.

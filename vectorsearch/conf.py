@@ -92,6 +92,16 @@ DEFAULTS: dict[str, Any] = {
     "SEARCH_STATEMENT_TIMEOUT_MS": 3000,
     # Facet counts on the search page count the values among this many nearest results.
     "SEARCH_FACET_DEPTH": 100,
+    # Read replicas (docs/scaling.md): aliases in DATABASES that searches run on. A list serves
+    # the "default" database; a dict maps a primary alias to its replicas.
+    "SEARCH_REPLICAS": [],
+    # A replica further behind its primary than this (seconds) is passed over for the primary.
+    "REPLICA_MAX_LAG_SECONDS": 5,
+    # A replica that failed (connection refused, broken) is left alone this long (seconds).
+    "REPLICA_RETRY_SECONDS": 5,
+    # After a save or delete, the same request/thread (and, with ReadYourWritesMiddleware, the
+    # same browser) searches the primary this long (seconds).
+    "READ_YOUR_WRITES_SECONDS": 5,
 }
 
 
@@ -163,6 +173,13 @@ def get_settings() -> dict[str, Any]:
             raise ImproperlyConfiguredVectorSearch(
                 f"VECTORSEARCH[{key!r}] must be a whole number from {low} to {high}, not {value!r}."
             )
+    merged["SEARCH_REPLICAS"] = _replicas(merged["SEARCH_REPLICAS"])
+    for key in ("REPLICA_MAX_LAG_SECONDS", "REPLICA_RETRY_SECONDS", "READ_YOUR_WRITES_SECONDS"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ImproperlyConfiguredVectorSearch(
+                f"VECTORSEARCH[{key!r}] must be a number of seconds >= 0, not {value!r}."
+            )
     return merged
 
 
@@ -179,6 +196,24 @@ _RANGES = {
     "BINARY_OVERFETCH": (1, 100),
     "HYBRID_CANDIDATES": (1, 10_000),
 }
+
+
+def _replicas(value: Any) -> dict[str, list[str]]:
+    """``SEARCH_REPLICAS`` as {primary alias: [replica aliases]}; a bare list serves "default"."""
+    if isinstance(value, list | tuple):
+        value = {"default": list(value)} if value else {}
+    if not isinstance(value, dict) or not all(
+        isinstance(primary, str)
+        and isinstance(aliases, list | tuple)
+        and all(isinstance(a, str) and a != primary for a in aliases)
+        for primary, aliases in value.items()
+    ):
+        raise ImproperlyConfiguredVectorSearch(
+            "VECTORSEARCH['SEARCH_REPLICAS'] must be a list of database aliases (replicas of "
+            "'default') or a dict {primary alias: [replica aliases]}, none naming its own "
+            f"primary; got {value!r}."
+        )
+    return {primary: list(aliases) for primary, aliases in value.items() if aliases}
 
 
 @receiver(setting_changed)

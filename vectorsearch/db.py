@@ -12,6 +12,10 @@ settings are ``SET LOCAL`` and travel *in the same round trip* as the search:
   SAVEPOINT ...; RELEASE SAVEPOINT ...``: rolling back to the savepoint restores every setting
   to its value before the search, including one the caller set with ``SET LOCAL`` themselves.
 
+On a Citus coordinator (the ``citus`` extension present on that connection, detected once per
+connection) ``SET LOCAL citus.propagate_set_commands = 'local'`` goes first: without it Citus
+keeps ``SET LOCAL`` on the coordinator and the shards search with their own ``hnsw.*`` values.
+
 That needs Django's default client-side parameter binding (psycopg's ``ClientCursor``). With
 ``OPTIONS={"server_side_binding": True}`` the same statements run one by one on the same
 connection instead (one more round trip each), with the same guarantees.
@@ -25,6 +29,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import connections, transaction
+
+from .citus import PROPAGATE_SET_LOCAL, has_citus
 
 __all__ = ["apply_settings", "is_timeout", "set_local_statements", "statement_timeout"]
 
@@ -72,11 +78,14 @@ class _SettingsWrapper:
         cursor = context["cursor"]
         raw = getattr(cursor, "cursor", cursor)
         in_transaction = connection.in_atomic_block or not connection.get_autocommit()
+        statements = self.statements
+        if has_citus(connection):
+            statements = [PROPAGATE_SET_LOCAL, *statements]
         if in_transaction:
-            before = [f"SAVEPOINT {_SAVEPOINT}", *self.statements]
+            before = [f"SAVEPOINT {_SAVEPOINT}", *statements]
             after = [f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", f"RELEASE SAVEPOINT {_SAVEPOINT}"]
         else:
-            before, after = list(self.statements), []
+            before, after = list(statements), []
         if _sends_simple_queries(raw):
             result = execute("; ".join([*before, sql, *after]), params, many, context)
             # Step over the results of the statements before the search to reach its rows; the

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
+from ...replicas import replica_status
 from ...sync import status
 from ..utils import human_size, index_info, registration_indexes, select_registrations
 
@@ -35,6 +37,9 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         reports = [self.report(r, database) for r in select_registrations(labels)]
+        replicas = [asdict(s) for s in replica_status(database)]
+        for report in reports:
+            report["replicas"] = replicas
         if as_json:
             self.stdout.write(json.dumps(reports, indent=2))
             return
@@ -68,6 +73,22 @@ class Command(BaseCommand):
                         f"{report['model'].split('.')[1].split('@')[0]}"
                     )
                 )
+        self.write_replicas(replicas)
+
+    def write_replicas(self, replicas: list[dict[str, Any]]) -> None:
+        """Each search replica of the database (VECTORSEARCH["SEARCH_REPLICAS"]) and its lag."""
+        if not replicas:
+            return
+        self.stdout.write(self.style.MIGRATE_HEADING(f"Replicas of {replicas[0]['primary']!r}"))
+        for replica in replicas:
+            lag = replica["lag_seconds"]
+            text = f"  replica   {replica['alias']}: {replica['state']}"
+            if lag is not None:
+                text += f", {lag:.1f} s behind"
+            if replica["error"]:
+                text += f" ({replica['error']})"
+            healthy = replica["state"] in ("streaming", "not a standby")
+            self.stdout.write(text if healthy else self.style.WARNING(text))
 
     def report(self, registration: Any, using: str) -> dict[str, Any]:
         counts = status(registration, using=using)
