@@ -26,15 +26,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from .citus import PROPAGATE_SET_LOCAL, has_citus
 
 __all__ = ["apply_settings", "is_timeout", "set_local_statements", "statement_timeout"]
 
 _SAVEPOINT = "vectorsearch_settings"
+# (milliseconds, alias) of the statement_timeout() block the code runs in, if any.
+_TIMED: ContextVar[tuple[int, str] | None] = ContextVar("vectorsearch_timed", default=None)
 # Names and values end up in SQL text (SET takes no parameters), so both are checked here even
 # though only this package builds them.
 _NAME = re.compile(r"^[a-z_]+\.[a-z_]+$|^[a-z_]+$")
@@ -140,6 +143,11 @@ def apply_settings(using: str, settings: Mapping[str, Any]) -> Iterator[None]:
 
     ``settings`` maps PostgreSQL parameter names to values, e.g. ``{"hnsw.ef_search": 100}``.
     """
+    timed = _TIMED.get()
+    if timed is not None and timed[1] != using:
+        # A search sent to another connection (a replica) than the block's statement_timeout
+        # transaction: it carries the same timeout with its own settings.
+        settings = {"statement_timeout": timed[0], **settings}
     if not settings:
         yield
         return
@@ -156,18 +164,27 @@ def statement_timeout(milliseconds: int, using: str | None = None) -> Iterator[N
     would not end it, so the caller's value is put back. A cancelled query raises
     ``OperationalError`` (see :func:`is_timeout`).
     """
-    with transaction.atomic(using=using):
-        connection = transaction.get_connection(using)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT current_setting('statement_timeout'), "
-                "set_config('statement_timeout', %s, true)",
-                [str(int(milliseconds))],
-            )
-            previous = cursor.fetchone()[0]
-        yield
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+    alias = using or DEFAULT_DB_ALIAS
+    token = _TIMED.set((int(milliseconds), alias))
+    try:
+        with transaction.atomic(using=using):
+            yield from _timed_block(alias, milliseconds)
+    finally:
+        _TIMED.reset(token)
+
+
+def _timed_block(using: str, milliseconds: int) -> Iterator[None]:
+    connection = transaction.get_connection(using)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), "
+            "set_config('statement_timeout', %s, true)",
+            [str(int(milliseconds))],
+        )
+        previous = cursor.fetchone()[0]
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
 
 
 def is_timeout(error: BaseException) -> bool:

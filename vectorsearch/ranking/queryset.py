@@ -11,7 +11,7 @@ are applied transaction-locally around that one statement (:mod:`vectorsearch.db
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -21,6 +21,7 @@ from django.db.models.sql import Query
 from ..db import apply_settings
 from ..distances import Distance
 from ..exceptions import InvalidQuery
+from ..replicas import bind_to_primary, replicas_of, with_fallback
 from . import hybrid, mmr
 from .planner import Plan, plan
 from .spec import Spec, make_spec
@@ -29,6 +30,7 @@ from .targets import resolve_target
 __all__ = ["VectorManager", "VectorQuerySet"]
 
 _M = TypeVar("_M", bound=models.Model)
+_T = TypeVar("_T")
 
 
 class VectorQuerySet(models.QuerySet[_M]):
@@ -47,6 +49,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         self._search_settings: dict[str, Any] = {}
 
     if TYPE_CHECKING:  # Django's private queryset API, which django-stubs leaves out.
+        _db: str | None
         _fields: tuple[str, ...] | None
         _prefetch_related_lookups: tuple[Any, ...]
         _prefetch_done: bool
@@ -171,11 +174,12 @@ class VectorQuerySet(models.QuerySet[_M]):
             super()._fetch_all()
             return
         planned = self.plan(rows=True)
-        results = _rows(planned)
+        results = _rows(planned, routed=self._db is None)
         if planned.expected is not None and len(results) < planned.expected:
             # The iterative scan hit max_scan_tuples before finding enough rows that pass the
             # filters; an exact scan of the filtered rows is complete.
-            results = _rows(self.plan(rows=True, force_exact=True))
+            exact = self.plan(rows=True, force_exact=True)
+            results = _rows(exact, routed=self._db is None)
         self._result_cache = results
         if self._prefetch_related_lookups and not self._prefetch_done:
             self._prefetch_related_objects()
@@ -205,16 +209,12 @@ class VectorQuerySet(models.QuerySet[_M]):
     def count(self) -> int:
         if self._result_cache is not None or not self.searching:
             return super().count()
-        planned = self.plan()
-        with apply_settings(planned.queryset.db, planned.settings):
-            return planned.queryset.count()
+        return _run(self.plan(), _count, routed=self._db is None)
 
     def exists(self) -> bool:
         if self._result_cache is not None or not self.searching:
             return super().exists()
-        planned = self.plan()
-        with apply_settings(planned.queryset.db, planned.settings):
-            return planned.queryset.exists()
+        return _run(self.plan(), _exists, routed=self._db is None)
 
     def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if not self.searching:
@@ -268,13 +268,43 @@ class VectorQuerySet(models.QuerySet[_M]):
     resolve_expression.queryset_only = True  # type: ignore[attr-defined]
 
 
-def _rows(planned: Plan) -> list[Any]:
-    """Fetch a plan's model instances with its settings, and finish them in Python."""
+def _run(planned: Plan, fetch: Callable[[models.QuerySet[Any]], _T], *, routed: bool) -> _T:
+    """``fetch(queryset)`` of a plan, with its settings, on the alias that serves it: a read
+    replica (``SEARCH_REPLICAS``) for a search without an explicit ``using()``, falling back to
+    the primary when the replica fails (:mod:`vectorsearch.replicas`)."""
     queryset = planned.queryset
-    queryset._prefetch_related_lookups = ()  # type: ignore[attr-defined]  # done once, at the end
-    with apply_settings(queryset.db, planned.settings):
-        fetched = list(queryset)
-    return planned.finish(fetched)
+
+    def run(alias: str) -> _T:
+        on_alias = queryset if alias == queryset.db else queryset.using(alias)
+        with apply_settings(alias, planned.settings):
+            return fetch(on_alias)
+
+    if not routed or not replicas_of(queryset.db):
+        return run(queryset.db)
+    return with_fallback(queryset.model, run, queryset.db)
+
+
+def _rows(planned: Plan, *, routed: bool) -> list[Any]:
+    """Fetch a plan's model instances with its settings, and finish them in Python."""
+    planned.queryset._prefetch_related_lookups = ()  # type: ignore[attr-defined]  # at the end
+    fetched = _run(planned, _fetch_rows, routed=routed)
+    rows = planned.finish(fetched)
+    first = fetched[0] if fetched else None
+    if isinstance(first, models.Model) and first._state.db != planned.queryset.db:
+        bind_to_primary(rows, first._state.db or "")  # saving one must not go to a standby
+    return rows
+
+
+def _fetch_rows(queryset: models.QuerySet[Any]) -> list[Any]:
+    return list(queryset)
+
+
+def _count(queryset: models.QuerySet[Any]) -> int:
+    return queryset.count()
+
+
+def _exists(queryset: models.QuerySet[Any]) -> bool:
+    return queryset.exists()
 
 
 class VectorManager(models.Manager[_M]):
