@@ -176,7 +176,8 @@ class StaticEmbedder(BaseEmbedder):
 
     def embed_documents(self, texts: Sequence[str]) -> Vectors:
         tokenizer, matrix = self._load()
-        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        # Stripped: surrounding whitespace has tokens of its own, which carry no meaning.
+        encodings = tokenizer.encode_batch([t.strip() for t in texts], add_special_tokens=False)
         out = np.zeros((len(texts), matrix.shape[1]), dtype=np.float32)
         for row, encoding in enumerate(encodings):
             ids = encoding.ids[: self.max_tokens]
