@@ -49,15 +49,15 @@ DOCUMENT_SQL = (
     " || setweight(to_tsvector('english', heading || ' ' || body), 'B')"
 )
 # websearch_to_tsquery ANDs the words (Django's SearchQuery default does the same); the any-word
-# form rewrites its ANDs into ORs, keeping its phrases and negations. ts_rank_cd with PostgreSQL's
-# default weights {D 0.1, C 0.2, B 0.4, A 1.0}; normalization 0 (none) or 1 (divide by 1 + log of
-# the document length).
+# form rewrites its ANDs into ORs, keeping its phrases and negations. ts_rank_cd (cover density)
+# or ts_rank (term frequency), with PostgreSQL's default weights {D 0.1, C 0.2, B 0.4, A 1.0};
+# normalization 0 (none) or 1 (divide by 1 + log of the document length).
 QUERIES = {
     "and": "websearch_to_tsquery('english', %(q)s)",
     "or": "CAST(replace(CAST(websearch_to_tsquery('english', %(q)s) AS text), ' & ', ' | ') AS tsquery)",
 }
 KEYWORD_SQL = """
-    SELECT id, ts_rank_cd(document, query, {norm}) AS score
+    SELECT id, {function}(document, query, {norm}) AS score
     FROM {table}, {tsquery} AS query
     WHERE document @@ query
     ORDER BY score DESC, id
@@ -106,10 +106,23 @@ def fill_table(passages: list[dict[str, Any]], key: str) -> None:
         cursor.execute(f"CREATE TABLE {TABLE}_{key} ()")
 
 
-def keyword_run(questions: list[dict[str, Any]], form: str, norm: int, depth: int) -> dict:
+# (tsquery form, rank function, normalization); the last is the one fused with vectors: the best
+# of these on the question set.
+KEYWORD_RANKINGS = [
+    ("and", "ts_rank_cd", 0),
+    ("or", "ts_rank_cd", 0),
+    ("or", "ts_rank_cd", 1),
+    ("or", "ts_rank", 0),
+    ("or", "ts_rank", 1),
+]
+
+
+def keyword_run(
+    questions: list[dict[str, Any]], form: str, function: str, norm: int, depth: int
+) -> dict:
     from django.db import connection
 
-    sql = KEYWORD_SQL.format(norm=norm, table=TABLE, tsquery=QUERIES[form])
+    sql = KEYWORD_SQL.format(function=function, norm=norm, table=TABLE, tsquery=QUERIES[form])
     run: dict[str, dict[str, float]] = {}
     with connection.cursor() as cursor:
         for i, q in enumerate(questions):
@@ -277,12 +290,10 @@ def main() -> None:
         print(f"{name:58s} " + "  ".join(f"{scores[m]:.3f}" for m in METRICS), flush=True)
 
     print(f"{'ranking':58s} hit@1  hit@5  hit@10 MRR@10")
-    keyword: dict[str, dict] = {}
-    for form in ("and", "or"):
-        for norm in (0, 1):
-            name = f"keyword {form} ts_rank_cd norm={norm}"
-            keyword[f"{form}{norm}"] = keyword_run(questions, form, norm, args.depth)
-            report(name, keyword[f"{form}{norm}"])
+    keyword: dict[str, Any] = {}
+    for form, function, norm in KEYWORD_RANKINGS:
+        keyword = keyword_run(questions, form, function, norm, args.depth)
+        report(f"keyword {form} {function} norm={norm}", keyword)
 
     for name in [n for n in args.embedders.split(",") if n]:
         try:
@@ -295,20 +306,18 @@ def main() -> None:
         print(f"  {name}: query embedding p50 {p50:.2f} ms, p95 {p95:.2f} ms", file=sys.stderr)
         vec = Run(vector_run(embedder, vectors, questions, args.depth), name="vector")
         report(f"vector {name}", vec)
-        kw = Run(keyword["or1"], name="keyword")
+        kw = Run(keyword, name="keyword")  # the last of KEYWORD_RANKINGS
         for k in (10, 60):
-            report(
-                f"hybrid {name} + kw-or RRF k={k}", fuse([vec, kw], method="rrf", params={"k": k})
-            )
+            report(f"hybrid {name} + kw RRF k={k}", fuse([vec, kw], method="rrf", params={"k": k}))
         for weight in (0.3, 0.5, 0.7):
             report(
-                f"hybrid {name} + kw-or weighted RRF k=60 w_vec={weight}",
+                f"hybrid {name} + kw weighted RRF k=60 w_vec={weight}",
                 Run(weighted_rrf([vec, kw], [weight, 1 - weight], k=60)),
             )
         for norm in ("min-max", "zmuv"):
             for weight in (0.5, 0.6, 0.7, 0.8, 0.9):
                 report(
-                    f"hybrid {name} + kw-or {norm} wsum w_vec={weight}",
+                    f"hybrid {name} + kw {norm} wsum w_vec={weight}",
                     fuse(
                         [vec, kw],
                         norm=norm,
@@ -318,7 +327,7 @@ def main() -> None:
                 )
         for weight in (0.7, 0.8, 0.9):
             report(
-                f"hybrid {name} + kw-or raw wsum w_vec={weight}",
+                f"hybrid {name} + kw raw wsum w_vec={weight}",
                 fuse([vec, kw], norm=None, method="wsum", params={"weights": [weight, 1 - weight]}),
             )
 
