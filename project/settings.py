@@ -57,5 +57,15 @@ TEMPLATES = [
     }
 ]
 
+# Static token embeddings (WordLlama, bundled in the wordllama package, nothing downloaded): the
+# whole corpus embeds in about half a minute on 2 cores and a query in well under a millisecond.
+# docs/embeddings.md compares it with the hashing fallback and a transformer model.
+VECTORSEARCH_EMBEDDERS = {
+    "default": {
+        "BACKEND": "vectorsearch.embedders.StaticEmbedder",
+        "OPTIONS": {"model": "wordllama"},
+    }
+}
+
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

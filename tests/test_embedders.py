@@ -191,6 +191,112 @@ def test_sentence_transformer_needs_a_model_option():
         _ = SentenceTransformerEmbedder(model="/nonexistent/model").dimensions
 
 
+# -- StaticEmbedder (WordLlama, bundled) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def static():
+    from vectorsearch.embedders import StaticEmbedder
+
+    return StaticEmbedder()
+
+
+def test_static_embeds_offline_with_semantic_similarity(static, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert static.identity == "static:wordllama-l2_supercat-t512:256"
+    query = static.embed_one("I forgot my login credentials")
+    docs = static.embed(["How to recover your account password", "Opening hours of the bakery"])
+    assert docs.shape == (2, 256) and docs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, rtol=1e-5)
+    # No word is shared with either document: the ranking comes from meaning.
+    assert docs[0] @ query > docs[1] @ query + 0.1
+
+
+def test_static_finds_the_csv_reader_for_a_question_in_plain_words(static):
+    # The example: the hashing embedder ranked posix.pread and BZ2File.readline first.
+    passages = [
+        "_csv.reader\n\ncsv_reader = reader(iterable [, dialect='excel'] [optional keyword args])"
+        " for row in csv_reader: process(row). The returned object is an iterator; each "
+        "iteration returns a row of the CSV file.",
+        "posix.pread\n\nRead a number of bytes from a file descriptor starting at a particular "
+        "offset.",
+        "bz2.BZ2File.readline\n\nRead a line of uncompressed bytes from the file.",
+    ]
+    scores = static.embed(passages) @ static.embed_one("read rows from a CSV file")
+    assert int(np.argmax(scores)) == 0
+
+
+@pytest.mark.parametrize(
+    "text", ["東京の天気を調べる", "كيف أقرأ ملفا", "🎉🔥🐍", "the of and", "a", "\x00\ufeff"]
+)
+def test_static_any_script_emoji_or_stop_words_give_a_unit_vector(static, text):
+    vector = static.embed_one(text)
+    assert vector.shape == (256,) and np.isfinite(vector).all()
+    assert np.linalg.norm(vector) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_static_text_without_tokens_is_the_zero_vector_not_nan(static, text):
+    vector = static.embed_one(text)
+    assert not vector.any()
+
+
+def test_static_truncation_keeps_the_first_max_tokens_tokens():
+    from vectorsearch.embedders import StaticEmbedder
+
+    short = StaticEmbedder(max_tokens=8)
+    head = "parse the command line arguments of a script"
+    long_text = head + " and then " + "write a poem about the sea " * 200
+    tokens = short._load()[0].encode(long_text, add_special_tokens=False).ids
+    assert len(tokens) > 8
+    first = short._load()[0].decode(tokens[:8])
+    np.testing.assert_allclose(short.embed_one(long_text), short.embed_one(first), atol=1e-6)
+    # The default window takes more of the text, so the tail changes the vector.
+    full = StaticEmbedder()
+    assert float(full.embed_one(long_text) @ full.embed_one(first)) < 0.99
+    assert short.identity != full.identity
+
+
+def test_static_dimensions_keep_a_prefix_and_stay_unit_length():
+    from vectorsearch.embedders import StaticEmbedder
+
+    e = StaticEmbedder(dimensions=64)
+    assert e.declared_dimensions == 64 and e.dimensions == 64
+    vector = e.embed_one("binary search in a sorted list")
+    assert vector.shape == (64,)
+    assert np.linalg.norm(vector) == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(InvalidEmbedderError, match="model has 256"):
+        StaticEmbedder(dimensions=300).embed_one("x")
+
+
+def test_static_a_missing_model_fails_at_construction_with_the_fix(tmp_path):
+    from vectorsearch.embedders import StaticEmbedder
+
+    with pytest.raises(InvalidEmbedderError, match=r"tokenizer\.json and model\.safetensors"):
+        StaticEmbedder(model=str(tmp_path))
+    with pytest.raises(InvalidEmbedderError, match="max_tokens"):
+        StaticEmbedder(max_tokens=0)
+
+
+def test_static_without_the_wordllama_package_names_the_install_command():
+    code = (
+        "import sys; sys.modules['wordllama'] = None\n"
+        "from vectorsearch.embedders import StaticEmbedder\n"
+        "from vectorsearch.exceptions import InvalidEmbedderError\n"
+        "try:\n    StaticEmbedder()\nexcept InvalidEmbedderError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'django-vectorsearch[static]'" in out.stdout
+
+
+def test_embedders_declare_their_metric():
+    from vectorsearch.distances import Distance
+    from vectorsearch.embedders import StaticEmbedder
+
+    assert HashingEmbedder.distance is Distance.COSINE and HashingEmbedder.normalized
+    assert StaticEmbedder.distance is Distance.COSINE and StaticEmbedder.normalized
+
+
 # -- OpenAI-compatible ------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "HashingEmbedder",
     "OpenAICompatibleEmbedder",
     "SentenceTransformerEmbedder",
+    "StaticEmbedder",
     "embedders",
 ]
 
@@ -35,6 +36,10 @@ def __getattr__(name: str) -> Any:
         from .sentence_transformer import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder
+    if name == "StaticEmbedder":
+        from .static import StaticEmbedder
+
+        return StaticEmbedder
     if name == "OpenAICompatibleEmbedder":
         from .openai import OpenAICompatibleEmbedder
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..distances import Distance
 from ..exceptions import EmbeddingError, InvalidEmbedderError
 
 __all__ = ["BaseEmbedder"]
@@ -30,6 +31,17 @@ class BaseEmbedder:
 
     #: A short name for the backend, the first part of :attr:`identity`.
     backend_name: str = "base"
+
+    #: The distance the model's vectors are meant to be compared with. A search over vectors
+    #: of this embedder that is given no ``distance=`` and has no index to take it from uses
+    #: this one. Backends whose model was trained for another metric override it.
+    distance: Distance = Distance.COSINE
+
+    #: True when every vector has unit length (L2 norm 1), so cosine distance, inner product and
+    #: Euclidean distance rank alike and the cheaper inner product may be used. The zero vector
+    #: of a text without a single token (the empty string) is the one exception; see
+    #: :meth:`embed_documents` of each backend.
+    normalized: bool = False
 
     def __init__(self, *, alias: str = "default", **options: Any) -> None:
         if options:

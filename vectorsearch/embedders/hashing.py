@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..distances import Distance
 from ..exceptions import InvalidEmbedderError
 from .base import BaseEmbedder, Vectors
 
@@ -48,6 +49,8 @@ class HashingEmbedder(BaseEmbedder):
     """
 
     backend_name = "hashing"
+    distance = Distance.COSINE
+    normalized = True
 
     def __init__(
         self,

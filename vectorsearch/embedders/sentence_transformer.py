@@ -64,6 +64,7 @@ class SentenceTransformerEmbedder(BaseEmbedder):
         self.device = device
         self.batch_size = batch_size
         self.normalize = bool(normalize)
+        self.normalized = self.normalize
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
         self._declared = dimensions
