@@ -169,7 +169,7 @@ def test_unknown_parameter_messages_list_what_is_accepted(client):
     error = error_of(client, "q=x&password__startswith=a")
     assert error == (
         "Unknown parameter 'password__startswith': this search accepts q, model, page, "
-        "per_page, category."
+        "per_page, mode, category."
     )
 
 
