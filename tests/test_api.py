@@ -5,14 +5,16 @@ import json
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 import vectorsearch
 from tests.embedapp.models import Article, Note
+from vectorsearch.exceptions import EmbeddingError
 from vectorsearch.management.utils import generic_index_name
 from vectorsearch.registry import registry
+from vectorsearch.views import VectorSearchAPIView
 
 pytestmark = pytest.mark.django_db
 
@@ -253,3 +255,106 @@ def test_other_methods_get_a_json_405(method):
         "error": f"{method.upper()} is not allowed here; search with GET."
     }
     assert "GET" in response["Allow"]
+
+
+def test_a_replacement_character_typed_in_q_is_searched_not_refused(client, notes):
+    # Django decodes query strings with errors="replace": a literal U+FFFD looked like a bad byte.
+    response = client.get(API, {"q": "password \ufffd"})
+    assert response.status_code == 200, response.content
+    assert json.loads(response.content)["results"]
+    assert error_of(client, "q=password%20%EF%BF%BD%FF") == "The request is not valid UTF-8."
+
+
+def test_options_is_a_json_405_saying_what_is_allowed(client):
+    response = client.options(API)
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert json.loads(response.content) == {
+        "error": "OPTIONS is not allowed here; search with GET."
+    }
+    assert response["Allow"] == "GET, HEAD"
+
+
+class SlowAPI(VectorSearchAPIView):
+    queryset = Note.objects.extra(where=["pg_sleep(0.3) IS NOT NULL"])
+
+
+class BrokenAPI(VectorSearchAPIView):
+    queryset = Note.objects.extra(where=["1 / (id - id) = 1"])
+
+
+class FailingEmbedderAPI(VectorSearchAPIView):
+    def search_registration(self, *args):
+        raise EmbeddingError("the embedding server is down")
+
+
+class BuggyAPI(VectorSearchAPIView):
+    def get_title(self, obj):
+        raise RuntimeError("a bug in a site's hook")
+
+
+@pytest.mark.parametrize(
+    "view, query_string, status",
+    [
+        (VectorSearchAPIView, "q=x&ordering=a", 400),
+        (VectorSearchAPIView, "q=caf%C3", 400),
+        (VectorSearchAPIView, "&".join(f"p{i}=1" for i in range(1001)), 400),
+        (SlowAPI, "q=password", 503),
+        (BrokenAPI, "q=password", 503),
+        (FailingEmbedderAPI, "q=password", 503),
+        (BuggyAPI, "q=password", 500),
+    ],
+)
+@override_settings(VECTORSEARCH={"SEARCH_STATEMENT_TIMEOUT_MS": 100})
+def test_every_error_answer_of_the_api_is_json(notes, view, query_string, status):
+    response = view.as_view()(RequestFactory().get(f"{API}?{query_string}"))
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    (message,) = json.loads(response.content).values()
+    assert message and "division" not in message and "bug" not in message
+
+
+def test_an_unexpected_failure_shows_djangos_debug_page_with_debug_on(notes, settings):
+    settings.DEBUG = True
+    with pytest.raises(RuntimeError):
+        BuggyAPI.as_view()(RequestFactory().get(API, {"q": "password"}))
+
+
+def test_an_unexpected_failure_reaches_djangos_error_reporting(notes):
+    from django.core.signals import got_request_exception
+
+    reported = []
+
+    def receiver(sender, request, **kwargs):
+        reported.append(request.path)
+
+    got_request_exception.connect(receiver)
+    try:
+        BuggyAPI.as_view()(RequestFactory().get(API, {"q": "password"}))
+    finally:
+        got_request_exception.disconnect(receiver)
+    assert reported == [API]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "keyword"])
+def test_modes_not_implemented_yet_are_a_400_with_a_message(client, notes, mode):
+    assert error_of(client, f"q=password&mode={mode}") == f"mode {mode} is not available yet."
+
+
+def test_mode_semantic_is_the_default_and_an_unknown_mode_is_refused(client, notes):
+    _, default = get(client, q="password", model="embedapp.note")
+    _, semantic = get(client, q="password", model="embedapp.note", mode="semantic")
+    assert default["results"] == semantic["results"] and default["results"]
+    assert error_of(client, "q=password&mode=fuzzy") == (
+        "mode must be one of semantic, hybrid or keyword, not fuzzy."
+    )
+
+
+class HybridByDefault(VectorSearchAPIView):
+    mode = "hybrid"
+
+
+def test_the_views_mode_attribute_is_the_default_mode(notes):
+    response = HybridByDefault.as_view()(RequestFactory().get(API, {"q": "password"}))
+    assert response.status_code == 400
+    assert json.loads(response.content) == {"error": "mode hybrid is not available yet."}
