@@ -10,11 +10,11 @@ query is a 503 with a message, never a 500 nor the database's own text.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property, partial
 from typing import Any
 
 from django.apps import apps
@@ -119,7 +119,7 @@ class VectorSearchView(TemplateResponseMixin, ContextMixin, View):
         found = [registry.for_model(apps.get_model(m) if isinstance(m, str) else m) for m in chosen]
         return list({r[0].model: r[0] for r in found if r}.values())
 
-    @functools.cached_property
+    @cached_property
     def registrations(self) -> list[Registration]:
         """:meth:`get_registrations`, once per request."""
         return self.get_registrations()
@@ -132,8 +132,7 @@ class VectorSearchView(TemplateResponseMixin, ContextMixin, View):
 
     def get_filters(self, registration: Registration) -> tuple[str, ...]:
         """The filter names accepted for ``registration``'s model: the view's ``filters`` that
-        are fields of that model (a view over several models may name each one's), else the
-        registration's ``filters=``."""
+        are its fields (a view over several models may name each one's), else the registration's."""
         names = registration.filters if self.filters is None else self.filters
         return tuple(name for name in names if is_concrete(registration.model, name))
 
@@ -183,11 +182,9 @@ class VectorSearchView(TemplateResponseMixin, ContextMixin, View):
         mode: str,
     ) -> QuerySet[Any]:
         """The ``k`` objects of ``queryset`` nearest ``query_or_vector`` (the visitor's text, or
-        a vector), ranked in ``mode``, annotated with ``distance`` and ``score``, nearest first.
-
-        The only place the view ranks: each model's results and each facet's counts. A text is
-        embedded once per request and embedder (with an HTTP embedder, one call per page).
-        """
+        a vector) ranked in ``mode``, with ``distance`` and ``score``: the one place the view
+        ranks (each model's results, each facet's counts). A text is embedded once per request
+        and embedder (with an HTTP embedder, one call per page)."""
         if mode != "semantic":
             raise SearchError(_("mode %(mode)s is not available yet.") % {"mode": mode})
         if isinstance(query_or_vector, str):
@@ -196,16 +193,15 @@ class VectorSearchView(TemplateResponseMixin, ContextMixin, View):
             if key not in vectors:
                 vectors[key] = search_query_vector(registration, query_or_vector)
             query_or_vector = vectors[key]
-        which: dict[str, Any] = {"vector_field": registration.vector_field}
-        which["embedder"] = registration.embedder_alias
-        return search(queryset, query_or_vector, k=k, **which)
+        vector_field, embedder = registration.vector_field, registration.embedder_alias
+        return search(queryset, query_or_vector, k=k, vector_field=vector_field, embedder=embedder)
 
-    def get_paginator(self, hits: Sequence[Any], per_page: int) -> Paginator:  # type: ignore[type-arg]
+    def get_paginator(self, hits: Sequence[Any], per_page: int) -> Paginator[Any]:
         """A :attr:`paginator_class` over ``hits``, the (distance, object, registration) found,
         nearest first; the page's become :class:`SearchResult` (:meth:`make_result`)."""
         return self.paginator_class(hits, per_page)
 
-    def run(self, checked: CheckedSearch, params: QueryDict) -> tuple[Page, list[Facet]]:  # type: ignore[type-arg]
+    def run(self, checked: CheckedSearch, params: QueryDict) -> tuple[Page[Any], list[Facet]]:
         """Search, under the statement timeout; a database problem becomes a 503 SearchError."""
         conf = get_settings()
         # One more than the page tells whether there is a next page, within the deepest result a
@@ -268,18 +264,15 @@ class VectorSearchView(TemplateResponseMixin, ContextMixin, View):
         if len(checked.registrations) != 1:
             return []
         registration = checked.registrations[0]
-        depth = min(get_settings()["SEARCH_FACET_DEPTH"], get_settings()["MAX_K"])
-        facets = []
+        depth, facets = min(get_settings()["SEARCH_FACET_DEPTH"], get_settings()["MAX_K"]), []
         for name in self.get_filters(registration):
             queryset = self._filtered(registration, checked.filters, without=name)
             nearest = self.search_registration(
                 registration, queryset, checked.query, depth, checked.mode
             )
             label = str(getattr(registration.model._meta.get_field(name), "verbose_name", name))
-            found = nearest.values_list(name, flat=True)
-            selected = checked.filters.get(name, [])
-            url = functools.partial(toggled_url, params, name)
-            facets.append(Facet.count(name, label, found, selected, url))
+            found, url = nearest.values_list(name, flat=True), partial(toggled_url, params, name)
+            facets.append(Facet.count(name, label, found, checked.filters.get(name, []), url))
         return facets
 
     # -- what is shown -------------------------------------------------------------------------
