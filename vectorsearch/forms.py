@@ -3,6 +3,11 @@
 :class:`SearchForm` checks every GET parameter of a search before any SQL runs: ``q``,
 ``model``, ``page``, ``per_page``, ``mode`` and one field per whitelisted filter. Anything else
 is an error naming what is accepted, except the tracking parameters the view ignores.
+
+(Not django-filter: its FilterSet is per model, while one search spans several models whose
+whitelists differ; its repeated-value filters take choices from the database, and this form
+must decide before any SQL. A plain ``Form`` with one small field class does it, with no new
+dependency.)
 """
 
 from __future__ import annotations
