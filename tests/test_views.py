@@ -383,3 +383,9 @@ def test_a_literal_replacement_character_in_the_search_is_kept(client, notes):
     response = client.get(PAGE, {"q": "password \ufffd"})
     assert response.status_code == 200
     assert 'value="password \ufffd"' in text_of(response)
+
+
+def test_the_form_keeps_the_mode_it_was_opened_with(client, notes):
+    html = text_of(client.get(PAGE, {"q": "password", "mode": "semantic"}))
+    assert '<input type="hidden" name="mode" value="semantic">' in html
+    assert 'name="mode"' not in text_of(client.get(PAGE, {"q": "password"}))
