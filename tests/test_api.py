@@ -5,14 +5,16 @@ import json
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 import vectorsearch
 from tests.embedapp.models import Article, Note
+from vectorsearch.exceptions import EmbeddingError
 from vectorsearch.management.utils import generic_index_name
 from vectorsearch.registry import registry
+from vectorsearch.views import VectorSearchAPIView
 
 pytestmark = pytest.mark.django_db
 
@@ -169,7 +171,7 @@ def test_unknown_parameter_messages_list_what_is_accepted(client):
     error = error_of(client, "q=x&password__startswith=a")
     assert error == (
         "Unknown parameter 'password__startswith': this search accepts q, model, page, "
-        "per_page, category."
+        "per_page, mode, category."
     )
 
 
@@ -219,7 +221,9 @@ def test_an_unfiltered_search_walks_the_hnsw_index(db):
         cursor.execute("ANALYZE embedapp_note")
     # explain() shows the plan as it runs, with its settings: at the default ef_search (200) a
     # 2,000-row table is cheaper to sort, so ask for pgvector's own 40.
-    plan = vectorsearch.search(Note.objects.all(), "topic 12", k=10, ef_search=40).explain()
+    plan = vectorsearch.search(
+        Note.objects.all(), "topic 12", k=10, ef_search=40, mode="semantic"
+    ).explain()
     assert generic_index_name(registry.get(Note)) in plan
 
 
@@ -253,3 +257,113 @@ def test_other_methods_get_a_json_405(method):
         "error": f"{method.upper()} is not allowed here; search with GET."
     }
     assert "GET" in response["Allow"]
+
+
+def test_a_replacement_character_typed_in_q_is_searched_not_refused(client, notes):
+    # Django decodes query strings with errors="replace": a literal U+FFFD looked like a bad byte.
+    response = client.get(API, {"q": "password \ufffd"})
+    assert response.status_code == 200, response.content
+    assert json.loads(response.content)["results"]
+    assert error_of(client, "q=password%20%EF%BF%BD%FF") == "The request is not valid UTF-8."
+
+
+def test_options_is_a_json_405_saying_what_is_allowed(client):
+    response = client.options(API)
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert json.loads(response.content) == {
+        "error": "OPTIONS is not allowed here; search with GET."
+    }
+    assert response["Allow"] == "GET, HEAD"
+
+
+class SlowAPI(VectorSearchAPIView):
+    queryset = Note.objects.extra(where=["pg_sleep(0.3) IS NOT NULL"])
+
+
+class BrokenAPI(VectorSearchAPIView):
+    queryset = Note.objects.extra(where=["1 / (id - id) = 1"])
+
+
+class FailingEmbedderAPI(VectorSearchAPIView):
+    def search_registration(self, *args):
+        raise EmbeddingError("the embedding server is down")
+
+
+class BuggyAPI(VectorSearchAPIView):
+    def get_title(self, obj):
+        raise RuntimeError("a bug in a site's hook")
+
+
+@pytest.mark.parametrize(
+    "view, query_string, status",
+    [
+        (VectorSearchAPIView, "q=x&ordering=a", 400),
+        (VectorSearchAPIView, "q=caf%C3", 400),
+        (VectorSearchAPIView, "&".join(f"p{i}=1" for i in range(1001)), 400),
+        (SlowAPI, "q=password", 503),
+        (BrokenAPI, "q=password", 503),
+        (FailingEmbedderAPI, "q=password", 503),
+        (BuggyAPI, "q=password", 500),
+    ],
+)
+@override_settings(VECTORSEARCH={"SEARCH_STATEMENT_TIMEOUT_MS": 100})
+def test_every_error_answer_of_the_api_is_json(notes, view, query_string, status):
+    response = view.as_view()(RequestFactory().get(f"{API}?{query_string}"))
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    (message,) = json.loads(response.content).values()
+    assert message and "division" not in message and "bug" not in message
+
+
+def test_an_unexpected_failure_shows_djangos_debug_page_with_debug_on(notes, settings):
+    settings.DEBUG = True
+    with pytest.raises(RuntimeError):
+        BuggyAPI.as_view()(RequestFactory().get(API, {"q": "password"}))
+
+
+def test_an_unexpected_failure_reaches_djangos_error_reporting(notes):
+    from django.core.signals import got_request_exception
+
+    reported = []
+
+    def receiver(sender, request, **kwargs):
+        reported.append(request.path)
+
+    got_request_exception.connect(receiver)
+    try:
+        BuggyAPI.as_view()(RequestFactory().get(API, {"q": "password"}))
+    finally:
+        got_request_exception.disconnect(receiver)
+    assert reported == [API]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "semantic", "keyword"])
+def test_every_mode_answers_with_results(client, notes, mode):
+    response, body = get(client, q="password reset", model="embedapp.note", mode=mode)
+    assert response.status_code == 200
+    assert body["results"][0]["title"] in (
+        "How to reset your password",
+        "Password reset email never arrived",
+    )
+
+
+def test_mode_hybrid_is_the_default_and_an_unknown_mode_is_refused(client, notes):
+    _, default = get(client, q="password", model="embedapp.note")
+    _, hybrid = get(client, q="password", model="embedapp.note", mode="hybrid")
+    assert default["results"] == hybrid["results"] and default["results"]
+    assert error_of(client, "q=password&mode=fuzzy") == (
+        "mode must be one of semantic, hybrid or keyword, not fuzzy."
+    )
+
+
+class KeywordByDefault(VectorSearchAPIView):
+    mode = "keyword"
+    model = Note
+
+
+def test_the_views_mode_attribute_is_the_default_mode(notes):
+    response = KeywordByDefault.as_view()(RequestFactory().get(API, {"q": "shipping"}))
+    assert response.status_code == 200
+    titles = [r["title"] for r in json.loads(response.content)["results"]]
+    assert titles == ["Shipping times to Europe"]

@@ -326,3 +326,67 @@ def test_a_page_embeds_the_search_text_once_for_results_and_facets(client, notes
     assert response.status_code == 200
     assert response.context["facets"]  # the category facet ran its own search
     assert calls == ["password"]
+
+
+def test_the_template_gets_listviews_page_obj_paginator_and_is_paginated(client, notes):
+    response = client.get(PAGE, {"q": "password", "category": "account", "per_page": 2})
+    page_obj = response.context["page_obj"]
+    assert page_obj.number == 1 and page_obj.has_next() and not page_obj.has_previous()
+    assert response.context["paginator"].per_page == 2
+    assert response.context["is_paginated"] is True
+    assert list(page_obj.object_list) == response.context["results"]
+    assert response.context["object_list"] == response.context["results"]
+    # One page holds everything: not paginated, and no pagination links.
+    response = client.get(PAGE, {"q": "password", "category": "account"})
+    assert response.context["is_paginated"] is False
+    assert 'aria-label="Result pages"' not in text_of(response)
+
+
+def test_a_page_past_the_last_result_is_empty_with_a_link_back(client, notes):
+    response = client.get(PAGE, {"q": "password", "model": "embedapp.note", "page": 5})
+    assert response.status_code == 200
+    assert response.context["results"] == [] and not response.context["has_next"]
+    assert response.context["page_obj"].number == 5
+    assert 'rel="prev"' in text_of(response) and "page=4" in response.context["previous_url"]
+
+
+class OrdersOnlyRanking(VectorSearchView):
+    """A site's own ranking: only what search_registration() returns is shown and counted."""
+
+    calls = []
+
+    def search_registration(self, registration, queryset, query_or_vector, k, mode):
+        self.calls.append((registration.model.__name__, k, mode))
+        queryset = queryset.filter(category="orders")
+        return super().search_registration(registration, queryset, query_or_vector, k, mode)
+
+
+def test_search_registration_is_the_one_place_the_page_ranks(notes):
+    OrdersOnlyRanking.calls.clear()
+    request = RequestFactory().get(PAGE, {"q": "password", "model": "embedapp.note"})
+    response = OrdersOnlyRanking.as_view()(request)
+    response.render()
+    assert {r.object.category for r in response.context_data["results"]} == {"orders"}
+    (facet,) = response.context_data["facets"]
+    assert {v.value: v.count for v in facet.values} == {"orders": 2}
+    # The results (a page and one more) and the category facet, in the view's mode.
+    assert OrdersOnlyRanking.calls == [("Note", 11, "hybrid"), ("Note", 100, "hybrid")]
+
+
+def test_keyword_mode_on_the_page_ranks_by_the_words(client, notes):
+    response = client.get(PAGE, {"q": "shipping", "mode": "keyword", "model": "embedapp.note"})
+    assert response.status_code == 200
+    titles = [r.title for r in response.context_data["results"]]
+    assert titles == ["Shipping times to Europe"]
+
+
+def test_a_literal_replacement_character_in_the_search_is_kept(client, notes):
+    response = client.get(PAGE, {"q": "password \ufffd"})
+    assert response.status_code == 200
+    assert 'value="password \ufffd"' in text_of(response)
+
+
+def test_the_form_keeps_the_mode_it_was_opened_with(client, notes):
+    html = text_of(client.get(PAGE, {"q": "password", "mode": "semantic"}))
+    assert '<input type="hidden" name="mode" value="semantic">' in html
+    assert 'name="mode"' not in text_of(client.get(PAGE, {"q": "password"}))

@@ -99,7 +99,7 @@ def search(
         words,
         None if isinstance(query, str) else query,
         search_fields=fulltext.document(registration),
-        candidates=max(checked_k, conf["HYBRID_CANDIDATES"]),
+        candidates=min(max(checked_k, conf["HYBRID_CANDIDATES"]), conf["MAX_K"]),
         k=checked_k,
         rrf_k=conf["RRF_K"],
         weights=(conf["HYBRID_VECTOR_WEIGHT"], conf["HYBRID_TEXT_WEIGHT"]),
