@@ -735,6 +735,65 @@ def test_options_editable_vector_and_no_similar_panel(admin_client, rf, articles
     assert "vectorsearch_reembed" in default.get_actions(request)
 
 
+def test_a_sites_own_admin_mixin_after_the_mixin_still_runs(rf, articles):
+    # The mixin is made of parts (vector field, search, similar items, re-embed); each must hand
+    # on to the next class, here a site's mixin that overrides the same ModelAdmin methods.
+    class SiteMixin(admin.ModelAdmin):
+        @admin.action(description="Archive")
+        def archive(self, request, queryset):
+            pass
+
+        def get_actions(self, request):
+            actions = super().get_actions(request)
+            action = self.get_action("archive")
+            actions[action[1]] = action
+            return actions
+
+        def get_list_display(self, request):
+            return [*super().get_list_display(request), "body"]
+
+        def get_readonly_fields(self, request, obj=None):
+            return [*super().get_readonly_fields(request, obj), "title"]
+
+        def render_change_form(self, request, context, *args, **kwargs):
+            context["site_note"] = "from the site"
+            return super().render_change_form(request, context, *args, **kwargs)
+
+    class SiteArticleAdmin(VectorSearchAdminMixin, SiteMixin):
+        list_display = ["title"]
+        search_fields = ["title"]
+
+    model_admin = SiteArticleAdmin(Article, admin.site)
+    assert model_admin.check() == []
+    request = rf.get("/", {"q": "cats", "semantic": "1"})
+    request.user = User.objects.create_superuser("root", password="password")
+    assert model_admin.get_list_display(request) == ["title", "body", "vectorsearch_score"]
+    assert {"vectorsearch_reembed", "archive"} <= set(model_admin.get_actions(request))
+    assert model_admin.get_readonly_fields(request, articles[0]) == ["title", "vectorsearch_vector"]
+    response = model_admin.change_view(request, str(articles[0].pk))
+    assert response.context_data["site_note"] == "from the site"
+    similar = response.context_data["vectorsearch_similar"]
+    assert similar["error"] is None and similar["items"][0].obj == articles[3]
+
+
+def test_the_admin_package_keeps_the_names_of_the_module_it_replaced():
+    # vectorsearch/admin.py became a package: sites import these names from vectorsearch.admin.
+    from vectorsearch import admin as vectorsearch_admin
+
+    names = [
+        *vectorsearch_admin.__all__,
+        "STATE_LABELS",
+        "embedding_state",
+        "stored_vector",
+        "REEMBED_MAX_TASKS",
+        "backfill_command",
+    ]
+    assert all(hasattr(vectorsearch_admin, name) for name in names)
+    assert vectorsearch_admin.SEMANTIC_VAR == "semantic"
+    # Importing it (admin.autodiscover() does) registers the Embedding table's admin.
+    assert isinstance(admin.site._registry[Embedding], vectorsearch_admin.EmbeddingAdmin)
+
+
 def test_registered_admins_pass_the_checks():
     for model in (Article, Note, Tag):
         assert model in registry
