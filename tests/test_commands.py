@@ -270,15 +270,17 @@ def test_status_reports_counts_embedder_and_index_as_json():
     assert note["identity"].startswith("hashing:") and note["identity"].endswith(":256")
     assert note["indexes"][0]["exists"] is False  # built by vectorsearch_index
     article = report["embedapp.Article.embedding"]
-    assert article["indexes"] == [
-        {
-            "name": "embedapp_article_hnsw",
-            "exists": True,
-            "valid": True,
-            "size_bytes": article["indexes"][0]["size_bytes"],  # checked just below
-        }
-    ]
-    assert article["indexes"][0]["size_bytes"] > 0
+    (index,) = article["indexes"]
+    assert {k: index[k] for k in ("name", "exists", "valid", "rows", "bloated", "leftovers")} == {
+        "name": "embedapp_article_hnsw",
+        "exists": True,
+        "valid": True,
+        "rows": 0,  # the article has no vector yet
+        "bloated": False,
+        "leftovers": [],
+    }
+    assert index["size_bytes"] > 0 and index["estimate_bytes"] > 0
+    assert article["invalid_indexes"] == []
 
 
 @pytest.mark.django_db

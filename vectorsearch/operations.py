@@ -303,6 +303,8 @@ def leftover_indexes(connection: BaseDatabaseWrapper, name: str) -> list[Leftove
 # An HNSW index past this multiple of its estimated size is reported as bloated: a REINDEX gives
 # back at least a third of it. A fresh build measures 1.00-1.02x the estimate.
 BLOAT_RATIO = 1.5
+# ... and wastes at least this much: a small index's few spare pages are no matter.
+BLOAT_MIN_BYTES = 2**20
 
 PAGE_SIZE = 8192
 # A page's room for tuples: minus the 24-byte page header and HNSW's 8-byte special space.
@@ -375,7 +377,11 @@ class IndexHealth:
 
     @property
     def bloated(self) -> bool:
-        return self.ratio is not None and self.ratio > BLOAT_RATIO
+        return (
+            self.estimate_bytes is not None
+            and self.size_bytes > BLOAT_RATIO * self.estimate_bytes
+            and self.size_bytes - self.estimate_bytes >= BLOAT_MIN_BYTES
+        )
 
 
 def index_health(connection: BaseDatabaseWrapper, name: str) -> IndexHealth | None:
@@ -403,7 +409,11 @@ def index_health(connection: BaseDatabaseWrapper, name: str) -> IndexHealth | No
         if row is None:
             return None
         table, method, valid, size, expression, predicate, vtype, typmod, options = row
-        where = f"({expression}) IS NOT NULL" + (f" AND ({predicate})" if predicate else "")
+        where = f"({expression}) IS NOT NULL"
+        if predicate:
+            # CASE fixes the order: the expression (a cast to vector(N)) may fail on rows
+            # outside the predicate, e.g. another embedder's vectors in the generic table.
+            where = f"CASE WHEN ({predicate}) THEN {where} ELSE false END"
         cursor.execute(f"SELECT count(*) FROM {table} WHERE {where}")
         rows = int(cursor.fetchone()[0])
     settings = dict(option.split("=", 1) for option in options or ())

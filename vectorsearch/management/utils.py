@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,17 +13,23 @@ from typing import Any
 
 from django.core.management.base import CommandError, OutputWrapper
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from ..exceptions import InvalidEmbedderError, NotRegistered
+from ..operations import index_health, leftover_indexes
 from ..registry import Registration, registry
 
 __all__ = [
+    "BuildProgress",
     "IndexInfo",
     "Progress",
     "generic_index_sql",
     "index_info",
+    "index_report",
     "positive_int",
+    "run_index_ddl",
     "select_registrations",
+    "work_mem_mb",
 ]
 
 
@@ -219,3 +227,153 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GB"
+
+
+def index_report(name: str, using: str = "default") -> dict[str, Any]:
+    """:func:`index_info` plus the bloat figures and the leftovers beside the index."""
+    report = index_info(name, using).as_dict()
+    health = index_health(connections[using], name) if report["exists"] else None
+    report["rows"] = None if health is None else health.rows
+    report["estimate_bytes"] = None if health is None else health.estimate_bytes
+    ratio = None if health is None else health.ratio
+    report["ratio"] = None if ratio is None else round(ratio, 2)
+    report["bloated"] = bool(health and health.bloated)
+    report["leftovers"] = [
+        {
+            "name": leftover.name,
+            "valid": leftover.valid,
+            "size_bytes": leftover.size_bytes,
+            "why": leftover.why,
+            "building": leftover.building,
+        }
+        for leftover in (leftover_indexes(connections[using], name) if report["exists"] else [])
+    ]
+    return report
+
+
+def describe_size(report: dict[str, Any]) -> str:
+    """``40.0 MB`` and, for HNSW, how it compares with a fresh build of its rows."""
+    text = human_size(report["size_bytes"])
+    if report.get("estimate_bytes"):
+        text += (
+            f", {report['ratio']:.2f}x the {human_size(report['estimate_bytes'])} a fresh build "
+            f"of its {report['rows']:,} vectors takes"
+        )
+    return text
+
+
+# -- building ------------------------------------------------------------------------------------
+
+# Bytes of maintenance_work_mem per indexed vector beyond its floats: HNSW's neighbour lists
+# (2 * m = 32 links of 6 bytes on layer 0) and tuple overhead, with room to spare.
+PER_ROW_OVERHEAD = 300
+MIN_WORK_MEM_MB = 64
+
+
+def work_mem_mb(rows: int, dimensions: int, ceiling: int) -> int:
+    """A ``maintenance_work_mem`` (MB) that holds the whole graph, so the build never spills.
+
+    pgvector builds HNSW much faster while the graph fits in maintenance_work_mem; beyond it, it
+    falls back to inserting into the on-disk index.
+    """
+    needed = rows * (dimensions * 4 + PER_ROW_OVERHEAD) * 1.3 / 2**20
+    return max(MIN_WORK_MEM_MB, min(ceiling, math.ceil(needed)))
+
+
+class BuildProgress:
+    """Shows a running CREATE INDEX / REINDEX's progress, read from
+    ``pg_stat_progress_create_index`` by a second connection every half second.
+
+    One statement builds the index, so there is nothing to count in Python: a thread polls the
+    server's own progress report for the building backend's pid. A build that ends within the
+    first half second prints nothing.
+    """
+
+    INTERVAL = 0.5
+
+    def __init__(
+        self, connection: BaseDatabaseWrapper, out: OutputWrapper | None, label: str
+    ) -> None:
+        self.connection = connection
+        self.out = out
+        self.label = label
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last = ""
+
+    def __enter__(self) -> BuildProgress:
+        if self.out is not None:
+            self.connection.ensure_connection()
+            pid = self.connection.connection.info.backend_pid
+            self._thread = threading.Thread(target=self._poll, args=(pid,), daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            if self._last and self.out is not None and self.out.isatty():
+                self.out.write("")
+
+    def _poll(self, pid: int) -> None:
+        watcher = connections.create_connection(self.connection.alias)
+        try:
+            while not self._stop.wait(self.INTERVAL):
+                with watcher.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT phase, tuples_done, tuples_total, blocks_done, blocks_total "
+                        "FROM pg_stat_progress_create_index WHERE pid = %s",
+                        [pid],
+                    )
+                    row = cursor.fetchone()
+                if row is not None:
+                    self._show(*row)
+        except Exception:
+            pass  # progress is a nicety: the build itself goes on
+        finally:
+            watcher.close()
+
+    def _show(self, phase: str, tuples: int, tuples_total: int, blocks: int, total: int) -> None:
+        assert self.out is not None
+        done, of = (tuples, tuples_total) if tuples_total else (blocks, total)
+        decile = f" {10 * done // of * 10}%" if of else ""
+        line = f"  {self.label}: {phase}{decile}"
+        if line == self._last:
+            return
+        self._last = line
+        if self.out.isatty():
+            share = f" {done:,}/{of:,} ({done / of:.0%})" if of else ""
+            self.out.write(f"\r  {self.label}: {phase}{share}\033[K", ending="")
+            self.out.flush()
+        else:
+            self.out.write(line)
+
+
+def run_index_ddl(
+    connection: BaseDatabaseWrapper,
+    sql: str,
+    *,
+    mem_mb: int,
+    out: OutputWrapper | None = None,
+    label: str = "",
+) -> None:
+    """Run a CREATE INDEX / REINDEX with ``maintenance_work_mem`` set for it, showing progress
+    on ``out``. Session-level outside a transaction (CONCURRENTLY runs outside any), reset after.
+    """
+    in_transaction = connection.in_atomic_block
+    with connection.cursor() as cursor:
+        if in_transaction:
+            # Deferred foreign-key checks pending in this transaction would make CREATE INDEX
+            # refuse to run.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute(f"SET LOCAL maintenance_work_mem = '{int(mem_mb)}MB'")
+        else:
+            cursor.execute(f"SET maintenance_work_mem = '{int(mem_mb)}MB'")
+    try:
+        with BuildProgress(connection, out, label), connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        if not in_transaction:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET maintenance_work_mem")
