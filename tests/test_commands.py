@@ -275,7 +275,7 @@ def test_status_reports_counts_embedder_and_index_as_json():
         "name": "embedapp_article_hnsw",
         "exists": True,
         "valid": True,
-        "rows": 0,  # the article has no vector yet
+        "rows": 1,  # vectors in the index
         "bloated": False,
         "leftovers": [],
     }
