@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.test import override_settings
 
 from tests.embedapp.models import Article, Note, Tag
@@ -345,3 +347,182 @@ def test_an_unavailable_embedding_server_fails_the_batch_at_once_naming_its_rows
         assert Embedding.objects.count() == 0
     finally:
         server.close()
+
+
+# -- index health: leftovers of an interrupted REINDEX, duplicates, bloat ----------------------
+
+
+def _hnsw_indexes(table):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.relname, x.indisvalid FROM pg_index x "
+            "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am am ON am.oid = i.relam "
+            "WHERE x.indrelid = %s::regclass AND am.amname = 'hnsw' ORDER BY 1",
+            [table],
+        )
+        return cursor.fetchall()
+
+
+def _random_article_vectors(rows):
+    """Articles with random 256-dimension vectors, written by the server: fast to make."""
+    with connection.cursor() as cursor:
+        # Loaded without the index, then built once: inserting into a live HNSW is slow.
+        cursor.execute("SELECT pg_get_indexdef('embedapp_article_hnsw'::regclass)")
+        definition = cursor.fetchone()[0]
+        cursor.execute("DROP INDEX embedapp_article_hnsw")
+        cursor.execute(
+            "INSERT INTO embedapp_article (title, body, embedding) "
+            "SELECT 'article ' || i, '', (SELECT array_agg(random()::real) "
+            "  FROM generate_series(1, 256) WHERE i > 0)::vector "
+            "FROM generate_series(1, %s) i",
+            [rows],
+        )
+        cursor.execute(definition)
+
+
+def _index_process(*args):
+    env = {**os.environ, "DATABASE_URL": _database_url(), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "vectorsearch_index",
+            "--settings",
+            "tests.settings",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rebuild_killed_mid_way_leaves_a_ccnew_that_status_check_and_index_command_handle():
+    from vectorsearch.checks import check_invalid_indexes
+
+    _random_article_vectors(6000)
+    # The D2 scenario for real: vectorsearch_index --rebuild runs REINDEX CONCURRENTLY; its
+    # backend is terminated while building, and the command itself is killed with SIGKILL.
+    process = _index_process("embedapp.Article", "--rebuild")
+    deadline = time.monotonic() + 60
+    pid = None
+    with connection.cursor() as cursor:
+        while pid is None:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the rebuild never started building"
+            cursor.execute(
+                "SELECT pid FROM pg_stat_progress_create_index "
+                "WHERE command = 'REINDEX CONCURRENTLY' AND phase LIKE 'building index%%'"
+            )
+            row = cursor.fetchone()
+            pid = row and row[0]
+            time.sleep(0.05)
+        time.sleep(0.3)
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _hnsw_indexes("embedapp_article") == [
+        ("embedapp_article_hnsw", True),
+        ("embedapp_article_hnsw_ccnew", False),
+    ]
+
+    # Status names the leftover, no longer "valid" and nothing else.
+    (report,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))
+    (leftover,) = report["indexes"][0]["leftovers"]
+    assert leftover["name"] == "embedapp_article_hnsw_ccnew" and not leftover["valid"]
+    assert leftover["why"] == "left by an interrupted REINDEX CONCURRENTLY of embedapp_article_hnsw"
+    out = run("vectorsearch_status", "embedapp.Article")
+    assert (
+        "leftover  embedapp_article_hnsw_ccnew: INVALID, 0 B, left by an interrupted REINDEX "
+        "CONCURRENTLY of embedapp_article_hnsw (run vectorsearch_index to drop it)"
+    ) in out
+
+    # W010 says to drop it: rebuilding it (the old hint) made a second valid 40 MB index.
+    (warning,) = check_invalid_indexes(databases=["default"])
+    assert warning.id == "vectorsearch.W010"
+    assert "left by an interrupted REINDEX CONCURRENTLY of 'embedapp_article_hnsw'" in warning.msg
+    assert 'Drop it with DROP INDEX CONCURRENTLY "public"."embedapp_article_hnsw_ccnew";' in (
+        warning.hint
+    )
+    assert "REINDEX INDEX" not in warning.hint
+
+    # The command drops it and leaves exactly one valid index.
+    out = run("vectorsearch_index", "embedapp.Article")
+    assert (
+        "embedapp.Article.embedding: dropped index embedapp_article_hnsw_ccnew (INVALID, 0 B), "
+        "left by an interrupted REINDEX CONCURRENTLY of embedapp_article_hnsw."
+    ) in out
+    assert "index embedapp_article_hnsw is valid" in out
+    assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
+    assert check_invalid_indexes(databases=["default"]) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_valid_duplicate_index_is_reported_and_dropped_by_rebuild():
+    _random_article_vectors(500)
+    with connection.cursor() as cursor:
+        # What following the old W010 hint on a _ccnew made: a second valid copy.
+        cursor.execute(
+            "CREATE INDEX embedapp_article_hnsw_ccnew1 ON embedapp_article "
+            "USING hnsw (embedding vector_cosine_ops)"
+        )
+    (report,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))
+    (leftover,) = report["indexes"][0]["leftovers"]
+    assert leftover["name"] == "embedapp_article_hnsw_ccnew1" and leftover["valid"]
+    assert leftover["size_bytes"] > 0
+    try:
+        out = run("vectorsearch_index", "embedapp.Article", rebuild=True)
+        assert "dropped index embedapp_article_hnsw_ccnew1 (valid," in out
+        assert "rebuild index embedapp_article_hnsw over 500 vectors (concurrently" in out
+        assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP INDEX IF EXISTS embedapp_article_hnsw_ccnew1")
+
+
+@pytest.mark.django_db
+def test_status_reports_other_invalid_indexes_on_a_registered_table():
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE INDEX embedapp_article_title ON embedapp_article (title)")
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = 'embedapp_article_title'::regclass"
+        )
+    (report,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))
+    assert report["invalid_indexes"] == ["embedapp_article_title"]
+    assert "invalid   embedapp_article_title on the same table: INVALID" in run(
+        "vectorsearch_status", "embedapp.Article"
+    )
+
+
+# Outside a transaction, as in production: a rebuild inside one keeps the old row versions.
+@pytest.mark.django_db(transaction=True)
+def test_a_re_embed_bloats_the_index_status_flags_it_and_rebuild_gives_the_space_back():
+    Article.objects.bulk_create([Article(title=f"article {i} about cats") for i in range(1500)])
+    run("vectorsearch_backfill", "embedapp.Article")
+    run("vectorsearch_index", "embedapp.Article", rebuild=True)
+    (fresh,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+    assert fresh["rows"] == 1500 and not fresh["bloated"]
+    assert 0.95 <= fresh["ratio"] <= 1.05  # the estimate is what a fresh build takes
+
+    # A real re-embed: every text changes, the backfill writes every vector again.
+    Article.objects.update(title=Concat(F("title"), Value(" and dogs")))
+    assert "embedded 1,500 (0 missing, 1,500 stale)" in run(
+        "vectorsearch_backfill", "embedapp.Article"
+    )
+    (grown,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+    assert grown["bloated"] and grown["ratio"] > 1.5
+    assert grown["size_bytes"] > 1.5 * fresh["size_bytes"]
+    assert "bloated, over 1.5x (run vectorsearch_index --rebuild)" in run(
+        "vectorsearch_status", "embedapp.Article"
+    )
+    out = run("vectorsearch_index", "embedapp.Article")
+    assert "Bloated: more than 1.5x its fresh size" in out and "--rebuild" in out
+
+    out = run("vectorsearch_index", "embedapp.Article", rebuild=True)
+    assert "rebuild index embedapp_article_hnsw over 1,500 vectors" in out
+    (rebuilt,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+    assert not rebuilt["bloated"] and rebuilt["size_bytes"] == fresh["size_bytes"]
