@@ -526,3 +526,52 @@ def test_a_re_embed_bloats_the_index_status_flags_it_and_rebuild_gives_the_space
     assert "rebuild index embedapp_article_hnsw over 1,500 vectors" in out
     (rebuilt,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
     assert not rebuilt["bloated"] and rebuilt["size_bytes"] == fresh["size_bytes"]
+
+
+# -- backfill --defer-index ----------------------------------------------------------------------
+
+
+def _retitle(suffix):
+    Article.objects.update(title=Concat(F("title"), Value(suffix)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big_re_embed_with_defer_index_drops_the_index_and_builds_it_fresh_after():
+    Article.objects.bulk_create([Article(title=f"article {i} about cats") for i in range(1000)])
+    run("vectorsearch_backfill", "embedapp.Article")
+    run("vectorsearch_index", "embedapp.Article", rebuild=True)
+    (fresh,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+
+    # Without the flag: the index is updated row by row, and the command says what to do.
+    _retitle(" and dogs")
+    out = run("vectorsearch_backfill", "embedapp.Article")
+    assert "100% of the rows were embedded with the vector index live" in out
+    assert "pass --defer-index" in out
+
+    _retitle(" and birds")
+    out = run("vectorsearch_backfill", "embedapp.Article", defer_index=True)
+    assert (
+        "embedapp.Article.embedding: 1,000 of 1,000 rows to embed (100%): dropped "
+        "embedapp_article_hnsw for the load; it is built again after. Should this run be "
+        "interrupted, run: manage.py vectorsearch_index embedapp.Article.embedding"
+    ) in out
+    assert "embedapp.Article.embedding: built embedapp_article_hnsw again in" in out
+    assert "with the vector index live" not in out
+    assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
+    # Built once over the new vectors: as small as a fresh build, not bloated.
+    (after,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+    assert after["size_bytes"] == fresh["size_bytes"] and not after["bloated"]
+    assert status(registry.get(Article)).current == 1000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_defer_index_keeps_the_index_for_a_small_re_embed():
+    Article.objects.bulk_create([Article(title=f"article {i}") for i in range(50)])
+    run("vectorsearch_backfill", "embedapp.Article")
+    Article.objects.filter(pk__in=list(Article.objects.values_list("pk", flat=True)[:3])).update(
+        title="changed"
+    )
+    out = run("vectorsearch_backfill", "embedapp.Article", defer_index=True)
+    assert "3 of 50 rows to embed (6%, not over 20%): keeping embedapp_article_hnsw." in out
+    assert "dropped" not in out and "with the vector index live" not in out
+    assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]

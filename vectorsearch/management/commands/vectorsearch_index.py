@@ -8,6 +8,7 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
 
 from ...conf import get_settings
 from ...indexes import vector_indexes
@@ -83,7 +84,11 @@ class Command(BaseCommand):
     ) -> None:
         self.drop_leftovers(registration, name, using)
         info = index_report(name, using)
-        if not info["exists"] and not registration.is_generic:
+        if (
+            not info["exists"]
+            and not registration.is_generic
+            and self.migrations_pending(registration, using)
+        ):
             raise CommandError(
                 f"{registration.label}: index {name!r} is declared in Meta.indexes but missing "
                 "from the database. Run manage.py migrate to create it."
@@ -125,8 +130,12 @@ class Command(BaseCommand):
                     "slower than a build. Run vectorsearch_backfill, then --rebuild."
                 ),
             )
-        if action == "build":
+        if action == "build" and registration.is_generic:
             sql = generic_index_sql(registration, using, concurrently=self.concurrently)
+        elif action == "build":
+            # Migrations are applied, yet the index is gone: dropped by hand, or by a
+            # vectorsearch_backfill --defer-index that was killed. Build it from Meta.indexes.
+            sql = self.declared_index_sql(registration, name, using)
         else:
             concurrently = "CONCURRENTLY " if self.concurrently else ""
             sql = f"REINDEX INDEX {concurrently}{connection.ops.quote_name(name)}"
@@ -190,6 +199,17 @@ class Command(BaseCommand):
                 f"({'valid' if leftover.valid else 'INVALID'}, "
                 f"{human_size(leftover.size_bytes)}), {leftover.why}.",
             )
+
+    def migrations_pending(self, registration: Registration, using: str) -> bool:
+        executor = MigrationExecutor(connections[using])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        return any(m.app_label == registration.model._meta.app_label for m, _ in plan)
+
+    def declared_index_sql(self, registration: Registration, name: str, using: str) -> str:
+        model = registration.model
+        (index,) = [i for i in vector_indexes(model) if i.name == name]
+        with connections[using].schema_editor(atomic=False, collect_sql=True) as editor:
+            return str(index.create_sql(model, editor, concurrently=self.concurrently))
 
     def declared_index_names(self) -> set[str]:
         return {index.name for model in apps.get_models() for index in vector_indexes(model)}
