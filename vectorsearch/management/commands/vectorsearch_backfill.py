@@ -12,13 +12,15 @@ from ...conf import get_settings
 from ...exceptions import EmbeddingError
 from ...registry import Registration
 from ...sync import backfill, status
-from ..utils import (
+from ..indexing import (
     DEFER_INDEX_FRACTION,
     DeferredIndex,
-    Progress,
     build_after_load,
     drop_for_load,
     existing_indexes,
+)
+from ..utils import (
+    Progress,
     positive_int,
     select_registrations,
 )

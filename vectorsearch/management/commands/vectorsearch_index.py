@@ -14,7 +14,7 @@ from ...conf import get_settings
 from ...indexes import vector_indexes
 from ...operations import BLOAT_RATIO, drop_index, invalid_vector_indexes, leftover_indexes
 from ...registry import Registration
-from ..utils import (
+from ..indexing import (
     describe_size,
     generic_index_name,
     generic_index_sql,
@@ -22,8 +22,10 @@ from ..utils import (
     index_report,
     registration_indexes,
     run_index_ddl,
-    select_registrations,
     work_mem_mb,
+)
+from ..utils import (
+    select_registrations,
 )
 
 __all__ = ["Command", "work_mem_mb"]

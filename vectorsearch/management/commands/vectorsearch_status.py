@@ -11,11 +11,13 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from ...operations import BLOAT_RATIO
 from ...registry import registry
 from ...sync import status
-from ..utils import (
+from ..indexing import (
     describe_size,
     human_size,
     index_report,
     registration_indexes,
+)
+from ..utils import (
     select_registrations,
 )
 
