@@ -459,6 +459,12 @@ def test_a_rebuild_killed_mid_way_leaves_a_ccnew_that_status_check_and_index_com
     assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
     assert check_invalid_indexes(databases=["default"]) == []
 
+    # A rebuild that takes a while shows the server's progress report; -v 0 prints nothing.
+    out = run("vectorsearch_index", "embedapp.Article", rebuild=True)
+    assert "  embedapp_article_hnsw: building index: loading tuples" in out
+    assert run("vectorsearch_index", "embedapp.Article", rebuild=True, verbosity=0) == ""
+    assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
+
 
 @pytest.mark.django_db(transaction=True)
 def test_a_valid_duplicate_index_is_reported_and_dropped_by_rebuild():

@@ -22,6 +22,7 @@ from ..indexing import (
     index_report,
     registration_indexes,
     run_index_ddl,
+    vector_count,
     work_mem_mb,
 )
 from ..utils import (
@@ -217,14 +218,7 @@ class Command(BaseCommand):
         return {index.name for model in apps.get_models() for index in vector_indexes(model)}
 
     def data_size(self, registration: Registration, using: str) -> tuple[int, int]:
-
-        dimensions = registration.embedder.dimensions
-        if registration.is_generic:
-            rows = registration.embedding_rows(using, current=True).count()
-        else:
-            manager = registration.model._base_manager.using(using)
-            rows = manager.filter(**{f"{registration.vector_field}__isnull": False}).count()
-        return rows, dimensions
+        return vector_count(registration, using), registration.embedder.dimensions
 
     def prune(self, using: str) -> None:
         from ...models import Embedding
