@@ -578,6 +578,6 @@ def test_defer_index_keeps_the_index_for_a_small_re_embed():
         title="changed"
     )
     out = run("vectorsearch_backfill", "embedapp.Article", defer_index=True)
-    assert "3 of 50 rows to embed (6%, not over 20%): keeping embedapp_article_hnsw." in out
+    assert "3 of 50 rows to embed (6%, not over 10%): keeping embedapp_article_hnsw." in out
     assert "dropped" not in out and "with the vector index live" not in out
     assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
