@@ -14,7 +14,7 @@ from django.core.management.base import OutputWrapper
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from ..operations import drop_index, index_health, leftover_indexes
+from ..index_health import drop_index, index_health, leftover_indexes
 from ..registry import Registration
 
 __all__ = [

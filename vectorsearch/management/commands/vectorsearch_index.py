@@ -11,8 +11,8 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 
 from ...conf import get_settings
+from ...index_health import BLOAT_RATIO, drop_index, invalid_vector_indexes, leftover_indexes
 from ...indexes import vector_indexes
-from ...operations import BLOAT_RATIO, drop_index, invalid_vector_indexes, leftover_indexes
 from ...registry import Registration
 from ..indexing import (
     describe_size,

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from ...operations import BLOAT_RATIO
+from ...index_health import BLOAT_RATIO
 from ...registry import registry
 from ...sync import status
 from ..indexing import (
