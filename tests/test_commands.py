@@ -531,7 +531,8 @@ def test_a_re_embed_bloats_the_index_status_flags_it_and_rebuild_gives_the_space
     out = run("vectorsearch_index", "embedapp.Article", rebuild=True)
     assert "rebuild index embedapp_article_hnsw over 1,500 vectors" in out
     (rebuilt,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
-    assert not rebuilt["bloated"] and rebuilt["size_bytes"] == fresh["size_bytes"]
+    # The graph is random: a build or two may differ by a page.
+    assert not rebuilt["bloated"] and rebuilt["size_bytes"] <= 1.03 * fresh["size_bytes"]
 
 
 # -- backfill --defer-index ----------------------------------------------------------------------
@@ -566,7 +567,7 @@ def test_a_big_re_embed_with_defer_index_drops_the_index_and_builds_it_fresh_aft
     assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
     # Built once over the new vectors: as small as a fresh build, not bloated.
     (after,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
-    assert after["size_bytes"] == fresh["size_bytes"] and not after["bloated"]
+    assert after["size_bytes"] <= 1.03 * fresh["size_bytes"] and not after["bloated"]
     assert status(registry.get(Article)).current == 1000
 
 
