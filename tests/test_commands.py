@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.test import override_settings
 
 from tests.embedapp.models import Article, Note, Tag
@@ -290,15 +293,17 @@ def test_status_reports_counts_embedder_and_index_as_json():
     assert note["identity"].startswith("hashing:") and note["identity"].endswith(":256")
     assert note["indexes"][0]["exists"] is False  # built by vectorsearch_index
     article = report["embedapp.Article.embedding"]
-    assert article["indexes"] == [
-        {
-            "name": "embedapp_article_hnsw",
-            "exists": True,
-            "valid": True,
-            "size_bytes": article["indexes"][0]["size_bytes"],  # checked just below
-        }
-    ]
-    assert article["indexes"][0]["size_bytes"] > 0
+    (index,) = article["indexes"]
+    assert {k: index[k] for k in ("name", "exists", "valid", "rows", "bloated", "leftovers")} == {
+        "name": "embedapp_article_hnsw",
+        "exists": True,
+        "valid": True,
+        "rows": 1,  # vectors in the index
+        "bloated": False,
+        "leftovers": [],
+    }
+    assert index["size_bytes"] > 0 and index["estimate_bytes"] > 0
+    assert article["invalid_indexes"] == []
 
 
 @pytest.mark.django_db
@@ -363,3 +368,241 @@ def test_an_unavailable_embedding_server_fails_the_batch_at_once_naming_its_rows
         assert Embedding.objects.count() == 0
     finally:
         server.close()
+
+
+# -- index health: leftovers of an interrupted REINDEX, duplicates, bloat ----------------------
+
+
+def _hnsw_indexes(table):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.relname, x.indisvalid FROM pg_index x "
+            "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am am ON am.oid = i.relam "
+            "WHERE x.indrelid = %s::regclass AND am.amname = 'hnsw' ORDER BY 1",
+            [table],
+        )
+        return cursor.fetchall()
+
+
+def _random_article_vectors(rows):
+    """Articles with random 256-dimension vectors, written by the server: fast to make."""
+    with connection.cursor() as cursor:
+        # Loaded without the index, then built once: inserting into a live HNSW is slow.
+        cursor.execute("SELECT pg_get_indexdef('embedapp_article_hnsw'::regclass)")
+        definition = cursor.fetchone()[0]
+        cursor.execute("DROP INDEX embedapp_article_hnsw")
+        cursor.execute(
+            "INSERT INTO embedapp_article (title, body, embedding) "
+            "SELECT 'article ' || i, '', (SELECT array_agg(random()::real) "
+            "  FROM generate_series(1, 256) WHERE i > 0)::vector "
+            "FROM generate_series(1, %s) i",
+            [rows],
+        )
+        cursor.execute(definition)
+
+
+def _index_process(*args):
+    env = {**os.environ, "DATABASE_URL": _database_url(), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "vectorsearch_index",
+            "--settings",
+            "tests.settings",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rebuild_killed_mid_way_leaves_a_ccnew_that_status_check_and_index_command_handle():
+    from vectorsearch.checks import check_invalid_indexes
+
+    _random_article_vectors(6000)
+    # The D2 scenario for real: vectorsearch_index --rebuild runs REINDEX CONCURRENTLY; its
+    # backend is terminated while building, and the command itself is killed with SIGKILL.
+    process = _index_process("embedapp.Article", "--rebuild")
+    deadline = time.monotonic() + 60
+    pid = None
+    with connection.cursor() as cursor:
+        while pid is None:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the rebuild never started building"
+            cursor.execute(
+                "SELECT pid FROM pg_stat_progress_create_index "
+                "WHERE command = 'REINDEX CONCURRENTLY' AND phase LIKE 'building index%%'"
+            )
+            row = cursor.fetchone()
+            pid = row and row[0]
+            time.sleep(0.05)
+        time.sleep(0.3)
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _hnsw_indexes("embedapp_article") == [
+        ("embedapp_article_hnsw", True),
+        ("embedapp_article_hnsw_ccnew", False),
+    ]
+
+    # Status names the leftover, no longer "valid" and nothing else.
+    (report,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))
+    (leftover,) = report["indexes"][0]["leftovers"]
+    assert leftover["name"] == "embedapp_article_hnsw_ccnew" and not leftover["valid"]
+    assert leftover["why"] == "left by an interrupted REINDEX CONCURRENTLY of embedapp_article_hnsw"
+    out = run("vectorsearch_status", "embedapp.Article")
+    # (0 B while pgvector still builds in memory; the size of the pages written otherwise.)
+    assert re.search(
+        r"leftover  embedapp_article_hnsw_ccnew: INVALID, [\d.]+ [kM]?B, left by an interrupted "
+        r"REINDEX CONCURRENTLY of embedapp_article_hnsw \(run vectorsearch_index to drop it\)",
+        out,
+    )
+
+    # W010 says to drop it: rebuilding it (the old hint) made a second valid 40 MB index.
+    (warning,) = check_invalid_indexes(databases=["default"])
+    assert warning.id == "vectorsearch.W010"
+    assert "left by an interrupted REINDEX CONCURRENTLY of 'embedapp_article_hnsw'" in warning.msg
+    assert 'Drop it with DROP INDEX CONCURRENTLY "public"."embedapp_article_hnsw_ccnew";' in (
+        warning.hint
+    )
+    assert "REINDEX INDEX" not in warning.hint
+
+    # The command drops it and leaves exactly one valid index.
+    out = run("vectorsearch_index", "embedapp.Article")
+    assert re.search(
+        r"embedapp\.Article\.embedding: dropped index embedapp_article_hnsw_ccnew \(INVALID, "
+        r"[\d.]+ [kM]?B\), left by an interrupted REINDEX CONCURRENTLY of embedapp_article_hnsw\.",
+        out,
+    )
+    assert "index embedapp_article_hnsw is valid" in out
+    assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
+    assert check_invalid_indexes(databases=["default"]) == []
+
+    # A rebuild that takes a while shows the server's progress report; -v 0 prints nothing.
+    out = run("vectorsearch_index", "embedapp.Article", rebuild=True)
+    assert "  embedapp_article_hnsw: building index: loading tuples" in out
+    assert run("vectorsearch_index", "embedapp.Article", rebuild=True, verbosity=0) == ""
+    assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_valid_duplicate_index_is_reported_and_dropped_by_rebuild():
+    _random_article_vectors(500)
+    with connection.cursor() as cursor:
+        # What following the old W010 hint on a _ccnew made: a second valid copy.
+        cursor.execute(
+            "CREATE INDEX embedapp_article_hnsw_ccnew1 ON embedapp_article "
+            "USING hnsw (embedding vector_cosine_ops)"
+        )
+    (report,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))
+    (leftover,) = report["indexes"][0]["leftovers"]
+    assert leftover["name"] == "embedapp_article_hnsw_ccnew1" and leftover["valid"]
+    assert leftover["size_bytes"] > 0
+    try:
+        out = run("vectorsearch_index", "embedapp.Article", rebuild=True)
+        assert "dropped index embedapp_article_hnsw_ccnew1 (valid," in out
+        assert "rebuild index embedapp_article_hnsw over 500 vectors (concurrently" in out
+        assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP INDEX IF EXISTS embedapp_article_hnsw_ccnew1")
+
+
+@pytest.mark.django_db
+def test_status_reports_other_invalid_indexes_on_a_registered_table():
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE INDEX embedapp_article_title ON embedapp_article (title)")
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = 'embedapp_article_title'::regclass"
+        )
+    (report,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))
+    assert report["invalid_indexes"] == ["embedapp_article_title"]
+    assert "invalid   embedapp_article_title on the same table: INVALID" in run(
+        "vectorsearch_status", "embedapp.Article"
+    )
+
+
+# Outside a transaction, as in production: a rebuild inside one keeps the old row versions.
+@pytest.mark.django_db(transaction=True)
+def test_a_re_embed_bloats_the_index_status_flags_it_and_rebuild_gives_the_space_back():
+    Article.objects.bulk_create([Article(title=f"article {i} about cats") for i in range(1500)])
+    run("vectorsearch_backfill", "embedapp.Article")
+    run("vectorsearch_index", "embedapp.Article", rebuild=True)
+    (fresh,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+    assert fresh["rows"] == 1500 and not fresh["bloated"]
+    assert 0.95 <= fresh["ratio"] <= 1.05  # the estimate is what a fresh build takes
+
+    # A real re-embed: every text changes, the backfill writes every vector again.
+    Article.objects.update(title=Concat(F("title"), Value(" and dogs")))
+    assert "embedded 1,500 (0 missing, 1,500 stale)" in run(
+        "vectorsearch_backfill", "embedapp.Article"
+    )
+    (grown,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+    assert grown["bloated"] and grown["ratio"] > 1.5
+    assert grown["size_bytes"] > 1.5 * fresh["size_bytes"]
+    assert "bloated, over 1.5x (run vectorsearch_index --rebuild)" in run(
+        "vectorsearch_status", "embedapp.Article"
+    )
+    out = run("vectorsearch_index", "embedapp.Article")
+    assert "Bloated: more than 1.5x its fresh size" in out and "--rebuild" in out
+
+    out = run("vectorsearch_index", "embedapp.Article", rebuild=True)
+    assert "rebuild index embedapp_article_hnsw over 1,500 vectors" in out
+    (rebuilt,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+    # The graph is random: a build or two may differ by a page.
+    assert not rebuilt["bloated"] and rebuilt["size_bytes"] <= 1.03 * fresh["size_bytes"]
+
+
+# -- backfill --defer-index ----------------------------------------------------------------------
+
+
+def _retitle(suffix):
+    Article.objects.update(title=Concat(F("title"), Value(suffix)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big_re_embed_with_defer_index_drops_the_index_and_builds_it_fresh_after():
+    Article.objects.bulk_create([Article(title=f"article {i} about cats") for i in range(1000)])
+    run("vectorsearch_backfill", "embedapp.Article")
+    run("vectorsearch_index", "embedapp.Article", rebuild=True)
+    (fresh,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+
+    # Without the flag: the index is updated row by row, and the command says what to do.
+    _retitle(" and dogs")
+    out = run("vectorsearch_backfill", "embedapp.Article")
+    assert "100% of the rows were embedded with the vector index live" in out
+    assert "pass --defer-index" in out
+
+    _retitle(" and birds")
+    out = run("vectorsearch_backfill", "embedapp.Article", defer_index=True)
+    assert (
+        "embedapp.Article.embedding: 1,000 of 1,000 rows to embed (100%): dropped "
+        "embedapp_article_hnsw for the load; it is built again after. Should this run be "
+        "interrupted, run: manage.py vectorsearch_index embedapp.Article.embedding"
+    ) in out
+    assert "embedapp.Article.embedding: built embedapp_article_hnsw again in" in out
+    assert "with the vector index live" not in out
+    assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]
+    # Built once over the new vectors: as small as a fresh build, not bloated.
+    (after,) = json.loads(run("vectorsearch_status", "embedapp.Article", json=True))[0]["indexes"]
+    assert after["size_bytes"] <= 1.03 * fresh["size_bytes"] and not after["bloated"]
+    assert status(registry.get(Article)).current == 1000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_defer_index_keeps_the_index_for_a_small_re_embed():
+    Article.objects.bulk_create([Article(title=f"article {i}") for i in range(50)])
+    run("vectorsearch_backfill", "embedapp.Article")
+    Article.objects.filter(pk__in=list(Article.objects.values_list("pk", flat=True)[:3])).update(
+        title="changed"
+    )
+    out = run("vectorsearch_backfill", "embedapp.Article", defer_index=True)
+    assert "3 of 50 rows to embed (6%, not over 10%): keeping embedapp_article_hnsw." in out
+    assert "dropped" not in out and "with the vector index live" not in out
+    assert _hnsw_indexes("embedapp_article") == [("embedapp_article_hnsw", True)]

@@ -8,7 +8,7 @@
 - E006 a vector index covers something that is not a vector
 - E007 a vector index covers more than one column
 - W002 a BitField without length (fields.py)
-- W010 an HNSW/IVFFlat index is INVALID in the database (tagged ``database``)
+- W010 an HNSW/IVFFlat index is INVALID in the database, e.g. a REINDEX leftover (``database``)
 - W011 the database's pgvector is older than 0.8 (tagged ``database``)
 - E020 ``register(fields=[...])`` names something that is not a field of the model
 - E021 ``register(vector_field=...)`` names no field, or one that is not a vector/halfvec field
@@ -44,7 +44,7 @@ from .indexes import (
     quantization_of,
     vector_indexes,
 )
-from .operations import extension_version, invalid_vector_indexes
+from .operations import InvalidIndex, extension_version, invalid_vector_indexes
 from .registry import HNSW_MAX_VECTOR_DIMENSIONS
 
 # The most dimensions an index can cover, by column type (pgvector 0.8, HNSW and IVFFlat alike).
@@ -216,19 +216,34 @@ def check_invalid_indexes(
         except DatabaseError:
             continue  # An unreachable database is reported by Django itself.
         for index in found:
-            warnings.append(
-                checks.Warning(
-                    f"The {index.method} index {index.name!r} on table {index.table!r} in "
-                    f"database {alias!r} is INVALID: an interrupted CREATE INDEX CONCURRENTLY "
-                    "left it behind. Queries ignore it, yet every write still updates it.",
-                    hint=f"If a migration (AddIndexConcurrently) was building it, drop it with "
-                    f"{index.drop_sql} and run migrate again; otherwise rebuild it with "
-                    f"{index.repair_sql}",
-                    id="vectorsearch.W010",
-                )
-            )
+            warnings.append(_invalid_index_warning(alias, index))
         warnings.extend(_check_version(alias))
     return warnings
+
+
+def _invalid_index_warning(alias: str, index: InvalidIndex) -> checks.CheckMessage:
+    where = (
+        f"The {index.method} index {index.name!r} on table {index.table!r} in database {alias!r}"
+    )
+    if index.leftover_of is not None:
+        # Rebuilding a REINDEX leftover would make a second valid copy of the index: drop it.
+        return checks.Warning(
+            f"{where} is INVALID, left by an interrupted REINDEX CONCURRENTLY of "
+            f"{index.leftover_of!r}, which is intact. Queries ignore it, yet every write still "
+            "updates it.",
+            hint=f"Drop it with {index.drop_sql} (manage.py vectorsearch_index does so for the "
+            "indexes of registered models). Do not REINDEX it: that makes a duplicate of "
+            f"{index.leftover_of!r}.",
+            id="vectorsearch.W010",
+        )
+    return checks.Warning(
+        f"{where} is INVALID: an interrupted CREATE INDEX CONCURRENTLY left it behind. Queries "
+        "ignore it, yet every write still updates it.",
+        hint=f"If a migration (AddIndexConcurrently) was building it, drop it with "
+        f"{index.drop_sql} and run migrate again; otherwise rebuild it with {index.repair_sql} "
+        "(or manage.py vectorsearch_index for the indexes of registered models).",
+        id="vectorsearch.W010",
+    )
 
 
 @checks.register(checks.Tags.models)

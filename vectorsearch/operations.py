@@ -4,14 +4,12 @@
   migration of any app runs, so a site's own migrations need no hand-written operation whatever
   the order of INSTALLED_APPS.
 - :class:`VectorExtension` is the explicit migration operation, for sites that prefer it.
-- An index whose ``CREATE INDEX CONCURRENTLY`` was interrupted stays behind INVALID: ignored by
-  queries yet still updated on every write. :func:`invalid_vector_indexes` finds such indexes and
-  :func:`repair_index` rebuilds one.
+- Index health (INVALID indexes, REINDEX leftovers, bloat) lives in :mod:`.index_health`;
+  its names stay importable from here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from django.apps import apps
@@ -23,13 +21,34 @@ from pgvector import django as pgvector_django
 
 from .conf import get_settings
 from .exceptions import VectorExtensionError
+from .index_health import (
+    BLOAT_MIN_BYTES,
+    BLOAT_RATIO,
+    IndexHealth,
+    InvalidIndex,
+    LeftoverIndex,
+    drop_index,
+    hnsw_size_estimate,
+    index_health,
+    invalid_vector_indexes,
+    leftover_indexes,
+    repair_index,
+)
 
 __all__ = [
+    "BLOAT_MIN_BYTES",
+    "BLOAT_RATIO",
+    "IndexHealth",
     "InvalidIndex",
+    "LeftoverIndex",
     "VectorExtension",
+    "drop_index",
     "ensure_vector_extension",
     "extension_version",
+    "hnsw_size_estimate",
+    "index_health",
     "invalid_vector_indexes",
+    "leftover_indexes",
     "repair_index",
 ]
 
@@ -137,66 +156,3 @@ class VectorExtension(pgvector_django.VectorExtension):
             super().database_forwards(app_label, schema_editor, from_state, to_state)
         except DatabaseError as e:
             raise _extension_error(schema_editor.connection, e) from e
-
-
-@dataclass(frozen=True)
-class InvalidIndex:
-    """A vector index left INVALID, as PostgreSQL's catalog reports it."""
-
-    schema: str
-    name: str
-    table: str
-    method: str
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{_quote(self.schema)}.{_quote(self.name)}"
-
-    @property
-    def repair_sql(self) -> str:
-        """Rebuild it in place: for an index that no migration is still meant to create."""
-        return f"REINDEX INDEX CONCURRENTLY {self.qualified_name};"
-
-    @property
-    def drop_sql(self) -> str:
-        """Drop it: for an index whose AddIndexConcurrently migration was interrupted (that
-        migration was not recorded, so migrate will build the index again)."""
-        return f"DROP INDEX CONCURRENTLY {self.qualified_name};"
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def invalid_vector_indexes(connection: BaseDatabaseWrapper) -> list[InvalidIndex]:
-    """HNSW and IVFFlat indexes marked INVALID in the connection's search path."""
-    if connection.vendor != "postgresql":
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT n.nspname, i.relname, t.relname, am.amname
-            FROM pg_index x
-            JOIN pg_class i ON i.oid = x.indexrelid
-            JOIN pg_class t ON t.oid = x.indrelid
-            JOIN pg_namespace n ON n.oid = i.relnamespace
-            JOIN pg_am am ON am.oid = i.relam
-            WHERE NOT x.indisvalid
-              AND am.amname IN ('hnsw', 'ivfflat')
-              AND pg_catalog.pg_table_is_visible(t.oid)
-              -- an index still being built concurrently is not valid yet, and not broken
-              AND NOT EXISTS (
-                SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = x.indexrelid
-              )
-            ORDER BY t.relname, i.relname
-            """
-        )
-        return [InvalidIndex(*row) for row in cursor.fetchall()]
-
-
-def repair_index(connection: BaseDatabaseWrapper, name: str) -> None:
-    """Rebuild index ``name`` in place, without blocking writes when outside a transaction."""
-    quoted = connection.ops.quote_name(name)
-    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
-    with connection.cursor() as cursor:
-        cursor.execute(f"REINDEX INDEX {concurrently}{quoted}")

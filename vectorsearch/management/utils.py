@@ -1,26 +1,38 @@
-"""What the ``vectorsearch_*`` commands share: argument types, a progress bar, index facts."""
+"""What the ``vectorsearch_*`` commands share: argument types, a progress bar (index helpers:
+:mod:`.indexing`)."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from django.core.management.base import CommandError, OutputWrapper
-from django.db import connections
 
 from ..exceptions import InvalidEmbedderError, NotRegistered
 from ..registry import Registration, registry
 
+# The index helpers live in .indexing; these names stay importable from here.
+from .indexing import (
+    IndexInfo,
+    generic_index_name,
+    generic_index_sql,
+    human_size,
+    index_info,
+    registration_indexes,
+)
+
 __all__ = [
     "IndexInfo",
     "Progress",
+    "fraction",
+    "generic_index_name",
     "generic_index_sql",
+    "human_size",
     "index_info",
+    "int_list",
     "positive_int",
+    "registration_indexes",
     "select_registrations",
 ]
 
@@ -116,106 +128,3 @@ class Progress:
         filled = int(width * min(share, 1.0))
         bar = "#" * filled + "-" * (width - filled)
         return f"{self.label} [{bar}] {self.done:,}/{self.total:,} ({share:.0%}) {rate:,.0f} rows/s"
-
-
-# -- indexes ------------------------------------------------------------------------------------
-
-
-def generic_index_name(registration: Registration) -> str:
-    """A stable name per (model, key, embedder identity, distance), within Django's 30 chars."""
-    digest = hashlib.sha1(
-        "|".join(
-            [
-                registration.model._meta.label_lower,
-                registration.key,
-                registration.embedder.identity,
-                registration.distance.value,
-            ]
-        ).encode(),
-        usedforsecurity=False,
-    ).hexdigest()
-    return f"vs_{str(registration.model._meta.model_name)[:12]}_{digest[:12]}"
-
-
-def generic_index_sql(
-    registration: Registration, using: str = "default", *, concurrently: bool
-) -> str:
-    """``CREATE INDEX`` for the partial HNSW expression index serving one generic registration.
-
-    ``vector::vector(N)`` over the rows of this model, key and embedder identity only: the
-    expression and the predicate are what :func:`vectorsearch.search` ranks and filters on, so
-    the planner can use the index. Written as SQL rather than an ``HnswIndex`` expression index:
-    Django parenthesizes the operator class correctly only with ``django.contrib.postgres``
-    installed, which this app does not require.
-    """
-    from ..models import Embedding
-
-    connection = connections[using]
-    quote = connection.ops.quote_name
-    vtype = registration.vector_type()
-    opclass = registration.distance.opclass(vtype)
-    dimensions = registration.embedder.dimensions
-    with connection.schema_editor(atomic=False, collect_sql=True) as editor:
-        literal = editor.quote_value
-        predicate = (
-            f"content_type_id = {int(registration.content_type_id(using))} "
-            f"AND {quote('key')} = {literal(registration.key)} "
-            f"AND identity = {literal(registration.embedder.identity)}"
-        )
-    return (
-        f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}"
-        f"{quote(generic_index_name(registration))} ON {quote(Embedding._meta.db_table)} "
-        f"USING hnsw ((vector::{vtype}({dimensions})) {opclass}) WHERE {predicate}"
-    )
-
-
-@dataclass
-class IndexInfo:
-    name: str
-    exists: bool
-    valid: bool
-    size_bytes: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "exists": self.exists,
-            "valid": self.valid,
-            "size_bytes": self.size_bytes,
-        }
-
-
-def index_info(name: str, using: str = "default") -> IndexInfo:
-    with connections[using].cursor() as cursor:
-        cursor.execute(
-            "SELECT x.indisvalid, pg_relation_size(c.oid) FROM pg_class c "
-            "JOIN pg_index x ON x.indexrelid = c.oid "
-            "WHERE c.relname = %s AND pg_catalog.pg_table_is_visible(c.oid)",
-            [name],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return IndexInfo(name, False, False, 0)
-    return IndexInfo(name, True, bool(row[0]), int(row[1]))
-
-
-def registration_indexes(registration: Registration, using: str = "default") -> list[str]:
-    """Names of the vector indexes serving a registration's searches."""
-    if registration.is_generic:
-        return [generic_index_name(registration)]
-    from ..indexes import index_field_names, vector_indexes
-
-    return [
-        index.name
-        for index in vector_indexes(registration.model)
-        if registration.vector_field in index_field_names(index, registration.model)
-    ]
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"

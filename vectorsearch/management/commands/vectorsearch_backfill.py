@@ -6,12 +6,24 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from ...conf import get_settings
 from ...exceptions import EmbeddingError
-from ...sync import backfill
-from ..utils import Progress, positive_int, select_registrations
+from ...registry import Registration
+from ...sync import backfill, status
+from ..indexing import (
+    DEFER_INDEX_FRACTION,
+    DeferredIndex,
+    build_after_load,
+    drop_for_load,
+    existing_indexes,
+)
+from ..utils import (
+    Progress,
+    positive_int,
+    select_registrations,
+)
 
 
 class Command(BaseCommand):
@@ -58,6 +70,14 @@ class Command(BaseCommand):
             help="When the embedder fails for some rows: stop (default; the failing batch is not "
             "written) or skip them, write the others and report the failures at the end.",
         )
+        parser.add_argument(
+            "--defer-index",
+            action="store_true",
+            help=f"When more than {DEFER_INDEX_FRACTION:.0%} of an indexed model's rows are to "
+            "be embedded, drop its vector index(es) for the load and build them after "
+            "(concurrently): much faster than updating the HNSW graph row by row. Searches "
+            "scan every vector meanwhile.",
+        )
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias.")
 
     def handle(
@@ -71,6 +91,7 @@ class Command(BaseCommand):
         on_error: str,
         database: str,
         verbosity: int,
+        defer_index: bool = False,
         **options: Any,
     ) -> None:
         if batch_size is not None and batch_size < 1:  # call_command() bypasses argparse
@@ -81,11 +102,19 @@ class Command(BaseCommand):
         batch_size = batch_size or get_settings()["BATCH_SIZE"]
         failed: list[str] = []
         for registration in registrations:
+            deferred = (
+                self.defer(registration, database, stale_only, verbosity)
+                if defer_index and not dry_run
+                else []
+            )
             show_progress = verbosity >= 1 and not dry_run
             # Counting a large table is a full scan: only for the progress bar that shows it.
             manager = registration.model._base_manager.using(database)
             total = manager.count() if show_progress else 0
             progress = Progress(self.stdout, total, registration.label, enabled=show_progress)
+            indexed = bool(deferred) or (
+                not dry_run and bool(existing_indexes(registration, database))
+            )
             started = time.monotonic()
             try:
                 result = backfill(
@@ -101,7 +130,11 @@ class Command(BaseCommand):
             except EmbeddingError as e:
                 progress.close()
                 raise CommandError(str(e)) from e
-            progress.close()
+            else:
+                progress.close()
+            finally:
+                if deferred:
+                    self.build_again(registration, database, deferred, verbosity)
             elapsed = time.monotonic() - started
             if verbosity >= 1:
                 if dry_run:
@@ -121,6 +154,16 @@ class Command(BaseCommand):
                             f"{result.orphans_deleted:,} orphan vector(s) removed."
                         )
                     )
+            share = result.embedded / result.rows if result.rows else 0.0
+            if indexed and not deferred and share > DEFER_INDEX_FRACTION and verbosity >= 1:
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"  {share:.0%} of the rows were embedded with the vector index live, "
+                        "which updates the HNSW graph row by row. Next time, pass --defer-index "
+                        "to build it once after the load instead (several times faster), and "
+                        "run vectorsearch_status to see whether the index is now bloated."
+                    )
+                )
             for failure in result.failures:
                 failed.append(f"{registration.label} pk={failure.object_id}: {failure.error}")
                 if verbosity >= 2:
@@ -132,4 +175,61 @@ class Command(BaseCommand):
                 f"The embedder failed for {len(failed)} row(s); they keep their old vector or "
                 f"none:\n  {shown}{more}\nFix the cause and run vectorsearch_backfill again: "
                 "it embeds only what is still missing or stale."
+            )
+
+    def defer(
+        self, registration: Registration, using: str, stale_only: bool, verbosity: int
+    ) -> list[DeferredIndex]:
+        """Drop the registration's vector indexes when the run will embed enough rows."""
+        indexes = existing_indexes(registration, using)
+        if not indexes:
+            return []
+        counts = status(registration, using=using)
+        todo = counts.stale + (0 if stale_only else counts.missing)
+        share = todo / counts.rows if counts.rows else 0.0
+        names = ", ".join(index.name for index in indexes)
+        if share <= DEFER_INDEX_FRACTION:
+            if verbosity >= 1:
+                self.stdout.write(
+                    f"{registration.label}: {todo:,} of {counts.rows:,} rows to embed "
+                    f"({share:.0%}, not over {DEFER_INDEX_FRACTION:.0%}): keeping {names}."
+                )
+            return []
+        connection = connections[using]
+        try:
+            drop_for_load(connection, indexes)
+        except DatabaseError as e:
+            raise CommandError(
+                f"{registration.label}: could not drop {names} for the load: {e}. Run again "
+                "without --defer-index."
+            ) from e
+        if verbosity >= 1:
+            self.stdout.write(
+                f"{registration.label}: {todo:,} of {counts.rows:,} rows to embed ({share:.0%}): "
+                f"dropped {names} for the load; it is built again after. Should this run be "
+                f"interrupted, run: manage.py vectorsearch_index {registration.label}"
+            )
+        return indexes
+
+    def build_again(
+        self, registration: Registration, using: str, indexes: list[DeferredIndex], verbosity: int
+    ) -> None:
+        started = time.monotonic()
+        names = ", ".join(index.name for index in indexes)
+        try:
+            build_after_load(
+                connections[using],
+                registration,
+                indexes,
+                max_mem_mb=get_settings()["INDEX_MAX_MAINTENANCE_WORK_MEM_MB"],
+                out=self.stdout if verbosity >= 1 else None,
+            )
+        except DatabaseError as e:
+            raise CommandError(
+                f"{registration.label}: the load is done but building {names} again failed: "
+                f"{e}. Run: manage.py vectorsearch_index {registration.label}"
+            ) from e
+        if verbosity >= 1:
+            self.stdout.write(
+                f"{registration.label}: built {names} again in {time.monotonic() - started:.1f} s."
             )

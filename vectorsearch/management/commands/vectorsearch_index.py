@@ -2,53 +2,51 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
+from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
 
 from ...conf import get_settings
-from ...operations import invalid_vector_indexes, repair_index
+from ...index_health import BLOAT_RATIO, drop_index, invalid_vector_indexes, leftover_indexes
+from ...indexes import vector_indexes
 from ...registry import Registration
-from ..utils import (
+from ..indexing import (
+    describe_size,
     generic_index_name,
     generic_index_sql,
     human_size,
-    index_info,
+    index_report,
     registration_indexes,
+    run_index_ddl,
+    vector_count,
+    work_mem_mb,
+)
+from ..utils import (
     select_registrations,
 )
 
-# Bytes of maintenance_work_mem per indexed vector beyond its floats: HNSW's neighbour lists
-# (2 * m = 32 links of 6 bytes on layer 0) and tuple overhead, with room to spare.
-PER_ROW_OVERHEAD = 300
-MIN_WORK_MEM_MB = 64
-
-
-def work_mem_mb(rows: int, dimensions: int, ceiling: int) -> int:
-    """A ``maintenance_work_mem`` (MB) that holds the whole graph, so the build never spills.
-
-    pgvector builds HNSW much faster while the graph fits in maintenance_work_mem; beyond it, it
-    falls back to inserting into the on-disk index.
-    """
-    needed = rows * (dimensions * 4 + PER_ROW_OVERHEAD) * 1.3 / 2**20
-    return max(MIN_WORK_MEM_MB, min(ceiling, math.ceil(needed)))
+__all__ = ["Command", "work_mem_mb"]
 
 
 class Command(BaseCommand):
     help = (
         "Build the HNSW index of each generic registration (a partial expression index per "
-        "model and embedder), repair INVALID vector indexes left by an interrupted build, and "
-        "with --rebuild rebuild them all. Runs CONCURRENTLY, so writes go on meanwhile, with "
-        "maintenance_work_mem sized to the data."
+        "model and embedder), repair INVALID vector indexes left by an interrupted build, drop "
+        "the _ccnew/_ccold leftovers of an interrupted REINDEX and duplicates, report bloat, "
+        "and with --rebuild rebuild them all (which also undoes bloat). Runs CONCURRENTLY, so "
+        "writes go on meanwhile, with maintenance_work_mem sized to the data."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("labels", nargs="*", metavar="app_label.Model")
         parser.add_argument(
-            "--rebuild", action="store_true", help="Rebuild existing indexes too (REINDEX)."
+            "--rebuild",
+            action="store_true",
+            help="Rebuild existing indexes too (REINDEX): gives back the space of a bloated one.",
         )
         parser.add_argument(
             "--no-concurrently",
@@ -87,25 +85,37 @@ class Command(BaseCommand):
     def ensure(
         self, registration: Registration, name: str, using: str, *, rebuild: bool, invalid: bool
     ) -> None:
-        info = index_info(name, using)
-        if not info.exists and not registration.is_generic:
+        self.drop_leftovers(registration, name, using)
+        info = index_report(name, using)
+        if (
+            not info["exists"]
+            and not registration.is_generic
+            and self.migrations_pending(registration, using)
+        ):
             raise CommandError(
                 f"{registration.label}: index {name!r} is declared in Meta.indexes but missing "
                 "from the database. Run manage.py migrate to create it."
             )
         action = (
             "build"
-            if not info.exists
+            if not info["exists"]
             else "repair"
-            if invalid or not info.valid
+            if invalid or not info["valid"]
             else "rebuild"
             if rebuild
             else None
         )
         if action is None:
-            self.say(
-                1, f"{registration.label}: index {name} is valid ({human_size(info.size_bytes)})."
-            )
+            self.say(1, f"{registration.label}: index {name} is valid ({describe_size(info)}).")
+            if info["bloated"]:
+                self.say(
+                    1,
+                    self.style.WARNING(
+                        f"  Bloated: more than {BLOAT_RATIO}x its fresh size (updates leave old "
+                        "versions behind). Run vectorsearch_index --rebuild to give the space "
+                        "back."
+                    ),
+                )
             return
         connection = connections[using]
         rows, dimensions = self.data_size(registration, using)
@@ -123,55 +133,92 @@ class Command(BaseCommand):
                     "slower than a build. Run vectorsearch_backfill, then --rebuild."
                 ),
             )
+        if action == "build" and registration.is_generic:
+            sql = generic_index_sql(registration, using, concurrently=self.concurrently)
+        elif action == "build":
+            # Migrations are applied, yet the index is gone: dropped by hand, or by a
+            # vectorsearch_backfill --defer-index that was killed. Build it from Meta.indexes.
+            sql = self.declared_index_sql(registration, name, using)
+        else:
+            concurrently = "CONCURRENTLY " if self.concurrently else ""
+            sql = f"REINDEX INDEX {concurrently}{connection.ops.quote_name(name)}"
         started = time.monotonic()
-        in_transaction = connection.in_atomic_block
         try:
-            with connection.cursor() as cursor:
-                if in_transaction:
-                    # Deferred foreign-key checks pending in this transaction would make
-                    # CREATE INDEX refuse to run.
-                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-                    cursor.execute(f"SET LOCAL maintenance_work_mem = '{mem}MB'")
-                else:
-                    # Session-level: CONCURRENTLY runs outside any transaction.
-                    cursor.execute(f"SET maintenance_work_mem = '{mem}MB'")
-            try:
-                if action == "build":
-                    sql = generic_index_sql(registration, using, concurrently=self.concurrently)
-                    with connection.cursor() as cursor:
-                        cursor.execute(sql)
-                elif self.concurrently:
-                    repair_index(connection, name)
-                else:
-                    with connection.cursor() as cursor:
-                        cursor.execute(f"REINDEX INDEX {connection.ops.quote_name(name)}")
-            finally:
-                if not in_transaction:
-                    with connection.cursor() as cursor:
-                        cursor.execute("RESET maintenance_work_mem")
+            run_index_ddl(
+                connection,
+                sql,
+                mem_mb=mem,
+                out=self.stdout if self.verbosity >= 1 else None,
+                label=name,
+            )
         except DatabaseError as e:
             raise CommandError(
                 f"{registration.label}: could not {action} index {name}: {e}. If the build was "
-                "interrupted, run vectorsearch_index again: it repairs INVALID indexes."
+                "interrupted, run vectorsearch_index again: it repairs INVALID indexes and drops "
+                "what an interrupted REINDEX left behind."
             ) from e
-        after = index_info(name, using)
+        # An interrupted REINDEX CONCURRENTLY leaves its _ccnew behind; a failed one too.
+        self.drop_leftovers(registration, name, using)
+        after = index_report(name, using)
         self.say(
             1,
             self.style.SUCCESS(
-                f"{registration.label}: index {name} {'valid' if after.valid else 'INVALID'}, "
-                f"{human_size(after.size_bytes)}, in {time.monotonic() - started:.1f} s."
+                f"{registration.label}: index {name} {'valid' if after['valid'] else 'INVALID'}, "
+                f"{describe_size(after)}, in {time.monotonic() - started:.1f} s."
             ),
         )
 
-    def data_size(self, registration: Registration, using: str) -> tuple[int, int]:
+    def drop_leftovers(self, registration: Registration, name: str, using: str) -> None:
+        """Drop the ``_ccnew``/``_ccold`` leftovers and duplicates of index ``name``."""
+        connection = connections[using]
+        declared = self.declared_index_names()
+        for leftover in leftover_indexes(connection, name):
+            if leftover.building:
+                raise CommandError(
+                    f"{registration.label}: index {leftover.name} ({leftover.why}) is being "
+                    "built right now by another session. Wait for it to finish (see "
+                    "pg_stat_progress_create_index), or cancel it with pg_cancel_backend(pid), "
+                    "then run vectorsearch_index again."
+                )
+            if leftover.name in declared:
+                self.say(
+                    1,
+                    self.style.WARNING(
+                        f"{registration.label}: index {leftover.name} is {leftover.why}, but is "
+                        "declared in a model's Meta.indexes: remove one of them and migrate."
+                    ),
+                )
+                continue
+            try:
+                drop_index(connection, leftover.qualified_name)
+            except DatabaseError as e:
+                raise CommandError(
+                    f"{registration.label}: could not drop {leftover.name} ({leftover.why}): "
+                    f"{e}. Drop it by hand: {leftover.drop_sql}"
+                ) from e
+            self.say(
+                1,
+                f"{registration.label}: dropped index {leftover.name} "
+                f"({'valid' if leftover.valid else 'INVALID'}, "
+                f"{human_size(leftover.size_bytes)}), {leftover.why}.",
+            )
 
-        dimensions = registration.embedder.dimensions
-        if registration.is_generic:
-            rows = registration.embedding_rows(using, current=True).count()
-        else:
-            manager = registration.model._base_manager.using(using)
-            rows = manager.filter(**{f"{registration.vector_field}__isnull": False}).count()
-        return rows, dimensions
+    def migrations_pending(self, registration: Registration, using: str) -> bool:
+        executor = MigrationExecutor(connections[using])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        return any(m.app_label == registration.model._meta.app_label for m, _ in plan)
+
+    def declared_index_sql(self, registration: Registration, name: str, using: str) -> str:
+        model = registration.model
+        (index,) = [i for i in vector_indexes(model) if i.name == name]
+        with connections[using].schema_editor(atomic=False, collect_sql=True) as editor:
+            return str(index.create_sql(model, editor, concurrently=self.concurrently))
+
+    def declared_index_names(self) -> set[str]:
+        return {index.name for model in apps.get_models() for index in vector_indexes(model)}
+
+    def data_size(self, registration: Registration, using: str) -> tuple[int, int]:
+        return vector_count(registration, using), registration.embedder.dimensions
 
     def prune(self, using: str) -> None:
         from ...models import Embedding

@@ -7,11 +7,21 @@ from dataclasses import asdict
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connections
 
+from ...index_health import BLOAT_RATIO
+from ...registry import registry
 from ...replicas import replica_status
 from ...sync import status
-from ..utils import human_size, index_info, registration_indexes, select_registrations
+from ..indexing import (
+    describe_size,
+    human_size,
+    index_report,
+    registration_indexes,
+)
+from ..utils import (
+    select_registrations,
+)
 
 
 class Command(BaseCommand):
@@ -54,15 +64,13 @@ class Command(BaseCommand):
                 f"{report['orphans']:,} orphan vector(s)"
             )
             for index in report["indexes"]:
-                state = (
-                    "missing (run vectorsearch_index)"
-                    if not index["exists"]
-                    else "valid"
-                    if index["valid"]
-                    else "INVALID (run vectorsearch_index to repair)"
-                )
+                self.write_index(index)
+            for name in report["invalid_indexes"]:
                 self.stdout.write(
-                    f"  index     {index['name']}: {state}, {human_size(index['size_bytes'])}"
+                    self.style.WARNING(
+                        f"  invalid   {name} on the same table: INVALID, queries ignore it yet "
+                        "writes update it (see check vectorsearch.W010)"
+                    )
                 )
             if not report["indexes"]:
                 self.stdout.write("  index     none: searches scan every vector")
@@ -90,8 +98,35 @@ class Command(BaseCommand):
             healthy = replica["state"] in ("streaming", "not a standby")
             self.stdout.write(text if healthy else self.style.WARNING(text))
 
+    def write_index(self, index: dict[str, Any]) -> None:
+        if not index["exists"]:
+            state = "missing (run vectorsearch_index)"
+        elif not index["valid"]:
+            state = "INVALID (run vectorsearch_index to repair)"
+        else:
+            state = "valid"
+        line = f"  index     {index['name']}: {state}, {describe_size(index)}"
+        if index["bloated"]:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{line}: bloated, over {BLOAT_RATIO}x (run vectorsearch_index --rebuild)"
+                )
+            )
+        else:
+            self.stdout.write(line)
+        for leftover in index["leftovers"]:
+            state = "valid" if leftover["valid"] else "INVALID"
+            fix = "being built now" if leftover["building"] else "run vectorsearch_index to drop it"
+            self.stdout.write(
+                self.style.WARNING(
+                    f"  leftover  {leftover['name']}: {state}, "
+                    f"{human_size(leftover['size_bytes'])}, {leftover['why']} ({fix})"
+                )
+            )
+
     def report(self, registration: Any, using: str) -> dict[str, Any]:
         counts = status(registration, using=using)
+        indexes = [index_report(name, using) for name in registration_indexes(registration, using)]
         return {
             "model": registration.label,
             "storage": (
@@ -108,8 +143,25 @@ class Command(BaseCommand):
             "missing": counts.missing,
             "unknown": counts.unknown,
             "orphans": counts.orphans,
-            "indexes": [
-                index_info(name, using).as_dict()
-                for name in registration_indexes(registration, using)
-            ],
+            "indexes": indexes,
+            "invalid_indexes": self.other_invalid(indexes, using),
         }
+
+    def other_invalid(self, indexes: list[dict[str, Any]], using: str) -> list[str]:
+        """INVALID indexes (any method) on the tables of these indexes that no registration
+        owns and that are not already listed as leftovers."""
+        if not indexes:
+            return []
+        known = {name for r in registry for name in registration_indexes(r, using)}
+        known |= {left["name"] for index in indexes for left in index["leftovers"]}
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT i.relname FROM pg_index x "
+                "JOIN pg_class i ON i.oid = x.indexrelid "
+                "WHERE NOT x.indisvalid AND x.indrelid IN ("
+                "  SELECT y.indrelid FROM pg_index y JOIN pg_class c ON c.oid = y.indexrelid "
+                "  WHERE c.relname = ANY(%s) AND pg_catalog.pg_table_is_visible(c.oid)) "
+                "ORDER BY 1",
+                [[index["name"] for index in indexes]],
+            )
+            return [name for (name,) in cursor.fetchall() if name not in known]
