@@ -393,11 +393,21 @@ def _import_into_column(
         unmatched = {row[0] for row in cursor.fetchall()}
         missing = [oid for oid in object_ids if oid in unmatched]
         raise ImportConflict(missing[:10], len(missing), len(object_ids) - updated - len(missing))
+    # The bookkeeping rows: the old ones of these objects (if any) go, then one plain INSERT,
+    # which costs less than an INSERT ... ON CONFLICT checking every row first. (One
+    # statement, UPDATE ... RETURNING feeding the INSERT, measured slower.)
+    embedding_table = quote(_embedding_table())
+    params = [registration.content_type_id(connection.alias), registration.key]
     cursor.execute(
-        f"INSERT INTO {quote(_embedding_table())} "
+        f"DELETE FROM {embedding_table} e USING {IMPORT_STAGING} s "
+        "WHERE e.content_type_id = %s AND e.key = %s AND e.object_id = s.id::text",
+        params,
+    )
+    cursor.execute(
+        f"INSERT INTO {embedding_table} "
         "(content_type_id, object_id, key, identity, source_hash, vector, updated_at) "
-        f"SELECT %s, s.id::text, %s, %s, '', NULL, now() FROM {IMPORT_STAGING} s {_UPSERT}",
-        [registration.content_type_id(connection.alias), registration.key, identity],
+        f"SELECT %s, s.id::text, %s, %s, '', NULL, now() FROM {IMPORT_STAGING} s",
+        [*params, identity],
     )
     cursor.execute(f"DROP TABLE {IMPORT_STAGING}")
     return updated

@@ -289,6 +289,16 @@ def canonical_ids(
         bounds = connections[using].ops.integer_field_range(pk.get_internal_type())
     except KeyError:
         bounds = None
+    if bounds is not None:
+        # Whole numbers (the usual primary key): int() reads them as the field does, in a
+        # fraction of the time; any surprise goes through the field below, which names it.
+        try:
+            numbers = [int(raw) for raw in object_ids]
+        except ValueError:
+            pass
+        else:
+            if bounds[0] <= min(numbers) and max(numbers) <= bounds[1]:
+                return [str(number) for number in numbers]
     canonical = []
     for position, raw in enumerate(object_ids):
         try:
