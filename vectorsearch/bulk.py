@@ -307,9 +307,9 @@ def import_vectors(
     registration the rows are copied straight into the Embedding table (IntegrityError when some
     exist and not ``replace``: the caller checks that the objects exist). Into a model's own
     column, the vectors are copied into a temporary table, keyed by the primary key's own type,
-    and set by one ``UPDATE ... FROM``, then the bookkeeping rows written by one ``INSERT ...
-    SELECT``; :class:`ImportConflict` when some id matches no object, or (not ``replace``) some
-    object has a vector already.
+    and set by one ``UPDATE ... FROM``, then the bookkeeping rows are copied in;
+    :class:`ImportConflict` when some id matches no object, or (not ``replace``) some object has
+    a vector already.
     """
     connection = connections[using]
     quote = connection.ops.quote_name
@@ -393,21 +393,28 @@ def _import_into_column(
         unmatched = {row[0] for row in cursor.fetchall()}
         missing = [oid for oid in object_ids if oid in unmatched]
         raise ImportConflict(missing[:10], len(missing), len(object_ids) - updated - len(missing))
-    # The bookkeeping rows: the old ones of these objects (if any) go, then one plain INSERT,
-    # which costs less than an INSERT ... ON CONFLICT checking every row first. (One
-    # statement, UPDATE ... RETURNING feeding the INSERT, measured slower.)
-    embedding_table = quote(_embedding_table())
-    params = [registration.content_type_id(connection.alias), registration.key]
+    # The bookkeeping rows: the old ones of these objects (if any) go, then the new ones are
+    # copied in. A COPY fills whole pages per WAL record, where INSERT ... SELECT (and more so
+    # INSERT ... ON CONFLICT, or UPDATE ... RETURNING feeding one) logs and checks row by row.
+    content_type_id = registration.content_type_id(connection.alias)
     cursor.execute(
-        f"DELETE FROM {embedding_table} e USING {IMPORT_STAGING} s "
+        f"DELETE FROM {quote(_embedding_table())} e USING {IMPORT_STAGING} s "
         "WHERE e.content_type_id = %s AND e.key = %s AND e.object_id = s.id::text",
-        params,
+        [content_type_id, registration.key],
     )
-    cursor.execute(
-        f"INSERT INTO {embedding_table} "
-        "(content_type_id, object_id, key, identity, source_hash, vector, updated_at) "
-        f"SELECT %s, s.id::text, %s, %s, '', NULL, now() FROM {IMPORT_STAGING} s",
-        [*params, identity],
+    copy_binary(
+        connection,
+        cursor,
+        _embedding_table(),
+        [
+            Column.value("content_type_id", content_type_id),
+            Column.texts("object_id", object_ids),
+            Column.value("key", registration.key),
+            Column.value("identity", identity),
+            Column.value("source_hash", ""),
+            Column.value("updated_at", datetime.now(UTC)),
+        ],
+        len(object_ids),
     )
     cursor.execute(f"DROP TABLE {IMPORT_STAGING}")
     return updated
