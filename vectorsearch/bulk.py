@@ -77,7 +77,7 @@ class Column:
 
     @classmethod
     def texts(cls, name: str, values: Sequence[str]) -> Column:
-        return cls(name, "text", [v.encode() for v in values])
+        return cls(name, "text", list(map(str.encode, values)))
 
     @classmethod
     def integers(cls, name: str, values: Any, db_type: str) -> Column:
@@ -130,7 +130,10 @@ def encode(columns: Sequence[Column], rows: int) -> Iterator[tuple[int, Any]]:
                 elif column.kind == "text":
                     out[f"l{i}"] = widths[column.name]
                     if widths[column.name]:
-                        out[f"f{i}"] = [column.data[p] for p in chunk]
+                        picked = (
+                            column.data[pick] if contiguous else [column.data[p] for p in chunk]
+                        )
+                        out[f"f{i}"] = picked
                 elif column.kind == "integer":
                     out[f"l{i}"] = column.data.itemsize
                     out[f"f{i}"] = column.data[pick]
@@ -365,7 +368,8 @@ def _import_into_column(
     column = quote(str(registration.model_field().column))
     if pk_type in INTEGER_TYPES:
         # Keyed by the primary key's own type: no cast per row in the join, and true statistics.
-        ids = Column.integers("id", np.array(object_ids).astype(np.int64), pk_type)
+        numbers = np.fromiter(map(int, object_ids), np.int64, count=len(object_ids))
+        ids = Column.integers("id", numbers, pk_type)
         staged_type, staged_id = pk_type, "s.id"
     else:
         ids, staged_type, staged_id = Column.texts("id", object_ids), "text", f"s.id::{pk_type}"

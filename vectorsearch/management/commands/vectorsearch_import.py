@@ -157,7 +157,7 @@ class Command(BaseCommand):
             array = np.load(path, allow_pickle=False)
             if array.ndim != 1:
                 raise CommandError(f"--ids {path} must be a 1-D array, not of shape {array.shape}.")
-            return [str(x) for x in array.tolist()]
+            return list(map(str, array.tolist()))
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
     # -- checking ---------------------------------------------------------------------------
@@ -190,10 +190,12 @@ class Command(BaseCommand):
         ):
             raise CommandError(f"The vectors must be numbers, not {vectors.dtype}.")
         check_finite(vectors, object_ids, lines)
-        empty = [
-            position for position, object_id in enumerate(object_ids, 1) if not object_id.strip()
-        ]
-        if empty:
+        if not all(map(str.strip, object_ids)):
+            empty = [
+                position
+                for position, object_id in enumerate(object_ids, 1)
+                if not object_id.strip()
+            ]
             raise CommandError(
                 f"{len(empty):,} id(s) are empty (vector {', '.join(map(str, empty[:10]))}, "
                 "counting from 1); every vector needs its object's primary key."
@@ -293,12 +295,12 @@ def canonical_ids(
         # Whole numbers (the usual primary key): int() reads them as the field does, in a
         # fraction of the time; any surprise goes through the field below, which names it.
         try:
-            numbers = [int(raw) for raw in object_ids]
+            numbers = list(map(int, object_ids))
         except ValueError:
             pass
         else:
             if bounds[0] <= min(numbers) and max(numbers) <= bounds[1]:
-                return [str(number) for number in numbers]
+                return list(map(str, numbers))
     canonical = []
     for position, raw in enumerate(object_ids):
         try:
