@@ -400,3 +400,26 @@ def test_into_a_models_column_an_id_of_no_object_imports_nothing(tmp_path):
     with pytest.raises(CommandError, match=r"^1 of these embedapp.Article objects have a vector"):
         run("embedapp.Article", file, ids=ids_file)
     assert Embedding.objects.count() == 1
+
+
+def test_replace_into_a_column_rewrites_the_bookkeeping_of_embedded_objects(tmp_path):
+    # Saved objects are embedded on save: current, with a source hash each.
+    articles = [Article.objects.create(title=f"a{i}") for i in range(3)]
+    assert status(registry.get(Article)).current == 3
+    vectors = np.random.default_rng(3).normal(size=(2, DIMS)).astype(np.float32)
+    file, ids = npy(tmp_path, vectors, [articles[0].pk, articles[2].pk])
+    run("embedapp.Article", file, ids=ids, replace=True)
+    rows = {
+        object_id: (identity, source_hash)
+        for object_id, identity, source_hash in Embedding.objects.filter(
+            key="embedding"
+        ).values_list("object_id", "identity", "source_hash")
+    }
+    identity = vectorsearch.embedders["default"].identity
+    assert len(rows) == 3  # one row per object, none doubled
+    assert rows[str(articles[0].pk)] == rows[str(articles[2].pk)] == (identity, "")
+    assert rows[str(articles[1].pk)][1] != ""  # untouched
+    counts = status(registry.get(Article))
+    assert (counts.unknown, counts.current) == (2, 1)
+    stored = Article.objects.get(pk=articles[2].pk).embedding
+    np.testing.assert_allclose(stored, vectors[1], rtol=1e-6)
