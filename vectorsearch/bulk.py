@@ -13,6 +13,8 @@ background thread (psycopg's ``QueuedLibpqWriter``) while the next one is built.
 On it: :func:`write_vectors` (sync's batches: the backfill, saves, the admin's re-embed) and
 :func:`import_vectors` (``vectorsearch_import``). Both are all or nothing inside the caller's
 transaction and keep the bookkeeping rows of the Embedding table (identity, source hash) right.
+(A little over 400 lines: the encoder and the two writers on it are read together; the import's
+part is the one to split off should it grow.)
 """
 
 from __future__ import annotations
@@ -31,13 +33,7 @@ from psycopg.copy import QueuedLibpqWriter
 from .exceptions import VectorSearchError
 from .registry import Registration
 
-__all__ = [
-    "Column",
-    "ImportConflict",
-    "copy_binary",
-    "import_vectors",
-    "write_vectors",
-]
+__all__ = ["Column", "ImportConflict", "copy_binary", "import_vectors", "write_vectors"]
 
 STAGING = "vectorsearch_staging"
 IMPORT_STAGING = "vectorsearch_import"
