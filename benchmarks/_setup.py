@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "vectorsearch_bench"
 
 
-def setup(dimensions: int = 384) -> None:
+def setup(dimensions: int = 384, extra_apps: tuple[str, ...] = ()) -> None:
+    """Start the server, configure Django, migrate. ``extra_apps`` (benchmark-only apps without
+    migrations, such as ``benchmarks.gloveapp``) are installed and their tables created."""
     sys.path.insert(0, str(ROOT))
     if not os.environ.get("DATABASE_URL"):
         import psycopg
@@ -39,6 +41,8 @@ def setup(dimensions: int = 384) -> None:
     import django
     from django.conf import settings as django_settings
 
+    if extra_apps:
+        django_settings.INSTALLED_APPS = [*django_settings.INSTALLED_APPS, *extra_apps]
     django.setup()
     # The benchmark's embedder: the issue's 384 dimensions (the generic table takes any size).
     django_settings.VECTORSEARCH_EMBEDDERS = {
@@ -53,7 +57,7 @@ def setup(dimensions: int = 384) -> None:
     from vectorsearch.embedders import embedders
 
     embedders.reset()
-    call_command("migrate", verbosity=0, skip_checks=True)
+    call_command("migrate", verbosity=0, skip_checks=True, run_syncdb=bool(extra_apps))
 
 
 def truncate(*tables: str) -> None:

@@ -144,7 +144,8 @@ def test_an_id_that_is_no_primary_key_is_a_command_error(tmp_path, notes, bad):
     path = tmp_path / "vectors.jsonl"
     path.write_text(json.dumps({"id": bad, "vector": [1.0] * DIMS}))
     with pytest.raises(
-        CommandError, match=f"Id '{bad}' \\(record 1\\) is not a valid primary key of embedapp.Note"
+        CommandError,
+        match=f"Id '{bad}' \\(record 1, line 1\\) is not a valid primary key of embedapp.Note",
     ):
         run("embedapp.Note", str(path))
     assert Embedding.objects.count() == 0
@@ -231,8 +232,12 @@ def test_a_malformed_ndjson_line_is_named_and_nothing_is_imported(
 @pytest.mark.parametrize(
     ("bad_vector", "reason"),
     [
-        ([1.0] * 3, f"the vector has 3 numbers; line 1 has {DIMS}."),
-        (["x"] * DIMS, "the vector holds something other than numbers."),
+        ([1.0] * 3, f"the vector has 3 numbers; embedapp.Note@default takes {DIMS}."),
+        (
+            ["x"] * DIMS,
+            'the vector holds something other than numbers: "x" (number 1); write numbers '
+            "unquoted, and no true/false/null.",
+        ),
         ("abc", 'the vector must be a list of numbers, not "abc".'),
     ],
     ids=["too-short", "non-numbers", "a-string"],
@@ -280,3 +285,141 @@ def test_a_text_ids_file_holds_text_primary_keys(tmp_path):
     (tmp_path / "ids.txt").write_text("dogs\n\n")
     with pytest.raises(CommandError, match=r"1 ids for 2 vectors; they must match"):
         run("embedapp.Tag", str(tmp_path / "v.npy"), ids=str(tmp_path / "ids.txt"), replace=True)
+
+
+# -- ids out of range, non-numbers, counts and lines in the messages (issue #13 D3, D4) ---------
+
+
+def jsonl(tmp_path, records):
+    path = tmp_path / "vectors.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+@pytest.mark.parametrize("label", ["embedapp.Note", "embedapp.Article"])
+def test_an_id_beyond_the_primary_keys_range_is_named_before_anything_is_written(tmp_path, label):
+    articles = Article.objects.bulk_create([Article(title="a")])
+    notes = Note.objects.bulk_create([Note(title="n")])
+    pk = (notes if label.endswith("Note") else articles)[0].pk
+    path = jsonl(
+        tmp_path, [{"id": pk, "vector": [1.0] * DIMS}, {"id": 2**70, "vector": [1.0] * DIMS}]
+    )
+    with pytest.raises(CommandError) as info:
+        run(label, path)
+    assert str(info.value).startswith(
+        f"Id '{2**70}' (record 2, line 2) is out of range for the primary key of {label} "
+        "(BigAutoField: -9223372036854775808 to 9223372036854775807)"
+    )
+    assert Embedding.objects.count() == 0
+    assert not Article.objects.filter(embedding__isnull=False).exists()
+    # The same from a .npy file and its --ids: the record is named.
+    file, ids = npy(tmp_path, np.ones((2, DIMS)), [str(pk), str(-(2**65))])
+    with pytest.raises(CommandError, match=r"Id '-36893488147419103232' \(record 2\) is out of"):
+        run(label, file, ids=ids)
+
+
+@pytest.mark.parametrize(
+    ("bad", "shown"), [("0.5", '"0.5"'), (True, "true"), (None, "null"), ([1.0], "[1.0]")]
+)
+def test_strings_booleans_and_nulls_inside_a_vector_are_refused(tmp_path, notes, bad, shown):
+    vector = [1.0] * DIMS
+    vector[7] = bad
+    path = jsonl(
+        tmp_path,
+        [{"id": notes[0].pk, "vector": [1.0] * DIMS}, {"id": notes[1].pk, "vector": vector}],
+    )
+    with pytest.raises(CommandError) as info:
+        run("embedapp.Note", path)
+    assert str(info.value) == (
+        f"{path}, line 2 (id {notes[1].pk}): the vector holds something other than numbers: "
+        f"{shown} (number 8); write numbers unquoted, and no true/false/null."
+    )
+    assert Embedding.objects.count() == 0
+
+
+def test_every_vector_beyond_float32_is_counted_and_the_first_are_named(tmp_path):
+    notes = Note.objects.bulk_create([Note(title=f"n{i}") for i in range(100)])
+    # Some finite rows between the bad ones.
+    vectors = np.full((100, DIMS), 1e300)
+    vectors[::10] = 0.5
+    file, ids = npy_f64(tmp_path, vectors, [n.pk for n in notes])
+    with pytest.raises(CommandError) as info:
+        run("embedapp.Note", file, ids=ids)
+    message = str(info.value)
+    assert message.startswith(
+        "90 vector(s) hold NaN, infinity or a number beyond float32 (first: "
+        f"id {notes[1].pk} (record 2); id {notes[2].pk} (record 3); "
+    )
+    assert f"id {notes[11].pk} (record 12)); nothing was imported." in message
+    assert Embedding.objects.count() == 0
+
+
+def npy_f64(tmp_path, vectors, ids):
+    np.save(tmp_path / "v.npy", np.asarray(vectors, dtype=np.float64))
+    np.save(tmp_path / "ids.npy", np.asarray(ids))
+    return str(tmp_path / "v.npy"), str(tmp_path / "ids.npy")
+
+
+@pytest.mark.parametrize("label", ["embedapp.Note", "embedapp.Article"])
+def test_a_short_first_line_is_the_one_blamed(tmp_path, label):
+    model = Note if label.endswith("Note") else Article
+    objects = model.objects.bulk_create([model(title=f"o{i}") for i in range(3)])
+    path = jsonl(
+        tmp_path,
+        [{"id": objects[0].pk, "vector": [1.0] * 3}]
+        + [{"id": o.pk, "vector": [1.0] * DIMS} for o in objects[1:]],
+    )
+    with pytest.raises(CommandError) as info:
+        run(label, path)
+    takes = f"{label}@default" if model is Note else f"{label}.embedding"
+    assert str(info.value) == (
+        f"{path}, line 1 (id {objects[0].pk}): the vector has 3 numbers; {takes} takes {DIMS}."
+    )
+    assert Embedding.objects.count() == 0
+
+
+def test_into_a_models_column_an_id_of_no_object_imports_nothing(tmp_path):
+    articles = Article.objects.bulk_create([Article(title=f"a{i}") for i in range(3)])
+    gone = articles[-1].pk + 1000
+    ids = [articles[0].pk, gone, articles[1].pk]
+    file, ids_file = npy(tmp_path, np.ones((3, DIMS)), ids)
+    with pytest.raises(CommandError) as info:
+        run("embedapp.Article", file, ids=ids_file)
+    assert str(info.value) == (
+        f"1 id(s) match no embedapp.Article (e.g. {gone}); nothing was imported."
+    )
+    assert not Article.objects.filter(embedding__isnull=False).exists()
+    assert Embedding.objects.count() == 0
+    # Both kinds of conflict: the ids of no object are named first.
+    first, first_ids = npy(tmp_path, np.ones((1, DIMS)), [articles[0].pk])
+    run("embedapp.Article", first, ids=first_ids)
+    file, ids_file = npy(tmp_path, np.ones((3, DIMS)), ids)
+    with pytest.raises(CommandError, match=r"1 id\(s\) match no embedapp.Article"):
+        run("embedapp.Article", file, ids=ids_file)
+    file, ids_file = npy(tmp_path, np.ones((2, DIMS)), ids[::2])
+    with pytest.raises(CommandError, match=r"^1 of these embedapp.Article objects have a vector"):
+        run("embedapp.Article", file, ids=ids_file)
+    assert Embedding.objects.count() == 1
+
+
+def test_replace_into_a_column_rewrites_the_bookkeeping_of_embedded_objects(tmp_path):
+    # Saved objects are embedded on save: current, with a source hash each.
+    articles = [Article.objects.create(title=f"a{i}") for i in range(3)]
+    assert status(registry.get(Article)).current == 3
+    vectors = np.random.default_rng(3).normal(size=(2, DIMS)).astype(np.float32)
+    file, ids = npy(tmp_path, vectors, [articles[0].pk, articles[2].pk])
+    run("embedapp.Article", file, ids=ids, replace=True)
+    rows = {
+        object_id: (identity, source_hash)
+        for object_id, identity, source_hash in Embedding.objects.filter(
+            key="embedding"
+        ).values_list("object_id", "identity", "source_hash")
+    }
+    identity = vectorsearch.embedders["default"].identity
+    assert len(rows) == 3  # one row per object, none doubled
+    assert rows[str(articles[0].pk)] == rows[str(articles[2].pk)] == (identity, "")
+    assert rows[str(articles[1].pk)][1] != ""  # untouched
+    counts = status(registry.get(Article))
+    assert (counts.unknown, counts.current) == (2, 1)
+    stored = Article.objects.get(pk=articles[2].pk).embedding
+    np.testing.assert_allclose(stored, vectors[1], rtol=1e-6)

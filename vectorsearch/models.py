@@ -29,7 +29,18 @@ class Embedding(models.Model):
     embedder (``vectorsearch_index`` builds them).
     """
 
-    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    # No index of its own (the unique constraint below leads with it) and no database-level
+    # constraint: each row written would pay for a second index entry and a per-row foreign
+    # key check at commit, together ~45% of the server's work to write bookkeeping rows
+    # (benchmarks/bench_import.py). Deleting a content type still deletes its rows: Django's
+    # CASCADE runs in Python.
+    content_type = models.ForeignKey(
+        ContentType,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
     object_id = models.CharField(max_length=255)
     key = models.CharField(max_length=100)
     identity = models.CharField(max_length=255)

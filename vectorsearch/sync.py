@@ -17,23 +17,22 @@ BINARY)`` into a temporary table and one ``INSERT ... ON CONFLICT`` (or ``UPDATE
 inside one transaction per batch: a batch is written whole or not at all, which is what makes the
 backfill safe to kill and rerun.
 
-This module knows nothing of signals or tasks: they call it, never the reverse. It is longer than
-400 lines while the COPY writer (``_copy_cursor``, ``copy_rows``, ``write_vectors``, ~110 lines)
-still lives here; that writer is moving to ``vectorsearch/bulk.py``, shared with the import.
+This module knows nothing of signals or tasks: they call it, never the reverse. The COPY writer
+(:func:`write_vectors`, re-exported here) lives in :mod:`vectorsearch.bulk`, shared with
+``vectorsearch_import``.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.db import connections, models, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db import connections, models
 
+from .bulk import write_vectors
 from .conf import get_settings
 from .exceptions import EmbeddingError
 from .registry import Registration, registry
@@ -56,7 +55,6 @@ __all__ = [
 ]
 
 CURRENT, STALE, MISSING, UNKNOWN = "current", "stale", "missing", "unknown"
-STAGING = "vectorsearch_staging"
 
 
 @dataclass(frozen=True)
@@ -193,119 +191,6 @@ def iter_items(
 
 
 # -- writing ------------------------------------------------------------------------------------
-
-_vector_type_infos: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
-def _copy_cursor(connection: BaseDatabaseWrapper, cursor: Any) -> Any:
-    """The psycopg cursor under Django's, knowing pgvector's types for ``COPY ... BINARY``.
-
-    The types are registered on this cursor only: registered on the connection, they would make
-    every later query return ``pgvector.Vector`` objects where Django code expects lists.
-    """
-    from pgvector.psycopg.vector import register_vector_info
-    from psycopg.types import TypeInfo
-
-    raw_connection = connection.connection
-    raw_cursor = cursor.cursor
-    info = _vector_type_infos.get(raw_connection)
-    if info is None:
-        info = TypeInfo.fetch(raw_connection, "vector")
-        _vector_type_infos[raw_connection] = info
-    register_vector_info(raw_cursor, info)
-    return raw_cursor
-
-
-def copy_rows(
-    connection: BaseDatabaseWrapper,
-    cursor: Any,
-    table: str,
-    columns: Sequence[str],
-    types: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-) -> None:
-    """``COPY table (columns) FROM STDIN (FORMAT BINARY)``: the fastest way in for vectors."""
-    raw = _copy_cursor(connection, cursor)
-    quote = connection.ops.quote_name
-    sql = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT BINARY)"
-    # The raw cursor bypasses Django's error translation; this restores it (IntegrityError...).
-    with connection.wrap_database_errors, raw.copy(sql) as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
-
-
-def write_vectors(
-    registration: Registration,
-    items: Sequence[Item | tuple[str, str]],
-    vectors: np.ndarray[Any, Any],
-    *,
-    identity: str | None = None,
-    using: str = "default",
-) -> int:
-    """Store ``vectors[i]`` as the vector of ``items[i]``, all or nothing, in one transaction.
-
-    ``items`` are :class:`Item` or ``(object_id, source_hash)`` pairs (an empty hash: the
-    source is unknown). Objects deleted
-    meanwhile are skipped (no orphan is written). Returns how many objects got a vector.
-    """
-    if len(items) != len(vectors):
-        raise ValueError(f"{len(items)} items but {len(vectors)} vectors.")
-    if not len(items):
-        return 0
-    identity = identity or registration.embedder.identity
-    pairs = [(i.object_id, i.source_hash) if isinstance(i, Item) else i for i in items]
-    model = registration.model
-    connection = connections[using]
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    pk_column = quote(str(model._meta.pk.column))
-    pk_type = model._meta.pk.cast_db_type(connection) or "text"
-    from .models import Embedding
-
-    embedding_table = quote(Embedding._meta.db_table)
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        # ON COMMIT DROP would not do inside a caller's transaction (a save in a request
-        # wrapped in ATOMIC_REQUESTS): the rows are deleted explicitly below instead.
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} "
-            "(object_id text, source_hash text, vector vector)"
-        )
-        copy_rows(
-            connection,
-            cursor,
-            STAGING,
-            ["object_id", "source_hash", "vector"],
-            ["text", "text", "vector"],
-            (
-                (oid, source_hash, vector)
-                for (oid, source_hash), vector in zip(pairs, vectors, strict=True)
-            ),
-        )
-        if registration.vector_field is not None:
-            field = registration.model_field()
-            column = quote(str(field.column))
-            cast = "halfvec" if registration.vector_type() == "halfvec" else "vector"
-            cursor.execute(
-                f"UPDATE {table} SET {column} = s.vector::{cast} FROM {STAGING} s "
-                f"WHERE {table}.{pk_column} = s.object_id::{pk_type}"
-            )
-            written = cursor.rowcount
-        vector_sql = "NULL" if registration.vector_field is not None else "s.vector"
-        cursor.execute(
-            f"INSERT INTO {embedding_table} "
-            "(content_type_id, object_id, key, identity, source_hash, vector, updated_at) "
-            f"SELECT %s, s.object_id, %s, %s, s.source_hash, {vector_sql}, now() "
-            f"FROM {STAGING} s JOIN {table} m ON m.{pk_column} = s.object_id::{pk_type} "
-            "ON CONFLICT (content_type_id, object_id, key) DO UPDATE SET "
-            "identity = EXCLUDED.identity, source_hash = EXCLUDED.source_hash, "
-            "vector = EXCLUDED.vector, updated_at = EXCLUDED.updated_at",
-            [registration.content_type_id(using), registration.key, identity],
-        )
-        if registration.vector_field is None:
-            written = cursor.rowcount
-        cursor.execute(f"DELETE FROM {STAGING}")
-    return int(written)
 
 
 def delete_vectors(

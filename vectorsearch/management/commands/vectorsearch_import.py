@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import struct
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, transaction
-from psycopg.copy import QueuedLibpqWriter
+from django.db import DEFAULT_DB_ALIAS, DataError, IntegrityError, connections, models, transaction
 
+from ...bulk import ImportConflict, import_vectors
 from ...registry import Registration
-from ...sync import write_vectors
 from ..utils import Progress, select_registrations
 
 
@@ -74,27 +71,45 @@ class Command(BaseCommand):
             )
         registration = registrations[0]
         started = time.monotonic()
-        object_ids, vectors = self.load(file, ids)
-        object_ids = self.validate(registration, object_ids, vectors, database)
+        expected = expected_dimensions(registration)
+        object_ids, vectors, lines = self.load(file, ids, registration, expected)
+        object_ids = self.validate(registration, object_ids, vectors, lines, expected, database)
         identity = identity or registration.embedder.identity
         progress = Progress(
             self.stdout, len(object_ids), registration.label, enabled=verbosity >= 1
         )
+        label = registration.model._meta.label
         try:
             with transaction.atomic(using=database):
-                if registration.is_generic:
-                    self.copy_generic(
-                        registration, object_ids, vectors, identity, replace, database, progress
-                    )
-                else:
-                    self.update_column(
-                        registration, object_ids, vectors, identity, replace, database
-                    )
-                    progress.update(len(object_ids))
+                import_vectors(
+                    registration,
+                    object_ids,
+                    vectors,
+                    identity=identity,
+                    replace=replace,
+                    using=database,
+                    progress=progress.update,
+                )
+        except ImportConflict as e:
+            if e.missing_count:
+                raise CommandError(
+                    f"{e.missing_count:,} id(s) match no {label} (e.g. {', '.join(e.missing)}); "
+                    "nothing was imported."
+                ) from None
+            raise CommandError(
+                f"{e.taken:,} of these {label} objects have a vector in "
+                f"{registration.vector_field!r} already. Pass --replace to overwrite them; "
+                "nothing was imported."
+            ) from None
         except IntegrityError as e:
             raise CommandError(
                 f"{registration.label}: some of these objects have vectors already. Pass "
                 "--replace to overwrite them; nothing was imported."
+            ) from e
+        except DataError as e:
+            raise CommandError(
+                f"{registration.label}: the database refused the vectors ({e}); nothing was "
+                "imported."
             ) from e
         progress.close()
         elapsed = time.monotonic() - started
@@ -109,7 +124,10 @@ class Command(BaseCommand):
 
     # -- reading ----------------------------------------------------------------------------
 
-    def load(self, file: Path, ids: Path | None) -> tuple[list[str], np.ndarray[Any, Any]]:
+    def load(
+        self, file: Path, ids: Path | None, registration: Registration, expected: int | None
+    ) -> tuple[list[str], np.ndarray[Any, Any], list[int] | None]:
+        """The ids, the vectors and, for a .jsonl file, the line of each record."""
         if not file.is_file():
             raise CommandError(f"{file} does not exist or is not a file.")
         suffix = file.suffix.lower()
@@ -120,14 +138,14 @@ class Command(BaseCommand):
                     "(a .npy array or one per line), or use .jsonl."
                 )
             try:
-                # Memory-mapped: the file is read chunk by chunk while the COPY streams, rather
-                # than all of it before the first row is sent.
+                # Memory-mapped: the file is read chunk by chunk, by the checks and then while
+                # the COPY streams, rather than all of it into memory first.
                 vectors = np.load(file, allow_pickle=False, mmap_mode="r")
             except (ValueError, OSError) as e:
                 raise CommandError(f"{file} is not a readable .npy array: {e}") from e
-            return self.load_ids(ids), vectors
+            return self.load_ids(ids), vectors, None
         if suffix in (".jsonl", ".ndjson"):
-            return self.load_jsonl(file)
+            return load_jsonl(file, registration, expected)
         raise CommandError(
             f"Unknown file type {suffix!r}: give a .npy (with --ids) or .jsonl (.ndjson) file."
         )
@@ -139,31 +157,8 @@ class Command(BaseCommand):
             array = np.load(path, allow_pickle=False)
             if array.ndim != 1:
                 raise CommandError(f"--ids {path} must be a 1-D array, not of shape {array.shape}.")
-            return [str(x) for x in array.tolist()]
+            return list(map(str, array.tolist()))
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-    def load_jsonl(self, path: Path) -> tuple[list[str], np.ndarray[Any, Any]]:
-        object_ids: list[str] = []
-        rows: list[list[float]] = []
-        numbers: list[int] = []
-        with path.open() as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    object_ids.append(str(record["id"]))
-                    rows.append(record["vector"])
-                    numbers.append(number)
-                except (ValueError, KeyError, TypeError) as e:
-                    raise CommandError(
-                        f'{path}, line {number}: expected {{"id": ..., "vector": [...]}} ({e}).'
-                    ) from e
-        try:
-            vectors = np.asarray(rows, dtype=np.float32)
-        except (ValueError, TypeError) as e:
-            raise CommandError(_first_bad_vector(path, rows, numbers, object_ids)) from e
-        return object_ids, vectors
 
     # -- checking ---------------------------------------------------------------------------
 
@@ -172,6 +167,8 @@ class Command(BaseCommand):
         registration: Registration,
         object_ids: list[str],
         vectors: np.ndarray[Any, Any],
+        lines: list[int] | None,
+        expected: int | None,
         using: str,
     ) -> list[str]:
         """Check the file against the registration; return the ids in their canonical text."""
@@ -183,31 +180,27 @@ class Command(BaseCommand):
             )
         if not len(object_ids):
             raise CommandError("The file holds no vectors.")
-        expected = (
-            getattr(registration.model_field(), "dimensions", None)
-            if registration.vector_field
-            else registration.embedder.dimensions
-        )
         if expected is not None and vectors.shape[1] != expected:
             raise CommandError(
                 f"{registration.label} takes vectors of {expected} dimensions; the file's have "
                 f"{vectors.shape[1]}."
             )
-        if not np.issubdtype(vectors.dtype, np.number):
+        if not (
+            np.issubdtype(vectors.dtype, np.floating) or np.issubdtype(vectors.dtype, np.integer)
+        ):
             raise CommandError(f"The vectors must be numbers, not {vectors.dtype}.")
-        if not registration.is_generic:
-            # The generic path checks each chunk as it streams it (binary_copy_payload), while
-            # the server is busy with the previous one.
-            check_finite(vectors, object_ids)
-        empty = [
-            position for position, object_id in enumerate(object_ids, 1) if not object_id.strip()
-        ]
-        if empty:
+        check_finite(vectors, object_ids, lines)
+        if not all(map(str.strip, object_ids)):
+            empty = [
+                position
+                for position, object_id in enumerate(object_ids, 1)
+                if not object_id.strip()
+            ]
             raise CommandError(
                 f"{len(empty):,} id(s) are empty (vector {', '.join(map(str, empty[:10]))}, "
                 "counting from 1); every vector needs its object's primary key."
             )
-        object_ids = canonical_ids(registration.model, object_ids)
+        object_ids = canonical_ids(registration.model, object_ids, lines, using)
         if len(set(object_ids)) != len(object_ids):
             first: dict[str, int] = {}
             for position, object_id in enumerate(object_ids, 1):
@@ -218,12 +211,14 @@ class Command(BaseCommand):
                         "get one vector."
                     )
                 first[object_id] = position
-        missing = self.missing_objects(registration, object_ids, using)
-        if missing:
-            raise CommandError(
-                f"{len(missing):,} id(s) match no {registration.model._meta.label} "
-                f"(e.g. {', '.join(missing[:10])}); nothing was imported."
-            )
+        if registration.is_generic:
+            # Into a model's column, the UPDATE itself finds the ids that match no row.
+            missing = self.missing_objects(registration, object_ids, using)
+            if missing:
+                raise CommandError(
+                    f"{len(missing):,} id(s) match no {registration.model._meta.label} "
+                    f"(e.g. {', '.join(missing[:10])}); nothing was imported."
+                )
         return object_ids
 
     def missing_objects(
@@ -242,175 +237,70 @@ class Command(BaseCommand):
             )
             return [row[0] for row in cursor.fetchall()]
 
-    # -- writing ----------------------------------------------------------------------------
 
-    def copy_generic(
-        self,
-        registration: Registration,
-        object_ids: list[str],
-        vectors: np.ndarray[Any, Any],
-        identity: str,
-        replace: bool,
-        using: str,
-        progress: Progress,
-    ) -> None:
-        from ...models import Embedding
-
-        connection = connections[using]
-        content_type_id = registration.content_type_id(using)
-        key = registration.key
-        with connection.cursor() as cursor:
-            if replace:
-                cursor.execute(
-                    f"DELETE FROM {connection.ops.quote_name(Embedding._meta.db_table)} "
-                    "WHERE content_type_id = %s AND key = %s AND object_id = ANY(%s::text[])",
-                    [content_type_id, key, object_ids],
-                )
-            quote = connection.ops.quote_name
-            columns = ", ".join(
-                quote(c)
-                for c in (
-                    "content_type_id",
-                    "object_id",
-                    "key",
-                    "identity",
-                    "source_hash",
-                    "vector",
-                    "updated_at",
-                )
-            )
-            sql = f"COPY {quote(Embedding._meta.db_table)} ({columns}) FROM STDIN (FORMAT BINARY)"
-            payload = binary_copy_payload(
-                content_type_id, key, identity, datetime.now(UTC), object_ids, vectors
-            )
-            # The raw cursor bypasses Django's error translation; this restores it.
-            # A queued writer sends each chunk from a thread while the next one is built, so
-            # this process and the server work at the same time.
-            writer = QueuedLibpqWriter(cursor.cursor)
-            with connection.wrap_database_errors, cursor.cursor.copy(sql, writer=writer) as copy:
-                for rows, chunk in payload:
-                    copy.write(chunk)
-                    progress.update(rows)
-
-    def update_column(
-        self,
-        registration: Registration,
-        object_ids: list[str],
-        vectors: np.ndarray[Any, Any],
-        identity: str,
-        replace: bool,
-        using: str,
-    ) -> None:
-        if not replace:
-            name = registration.vector_field
-            taken = (
-                registration.model._base_manager.using(using)
-                .filter(pk__in=object_ids, **{f"{name}__isnull": False})
-                .count()
-            )
-            if taken:
-                raise CommandError(
-                    f"{taken:,} of these {registration.model._meta.label} objects have a vector in "
-                    f"{name!r} already. Pass --replace to overwrite them; nothing was imported."
-                )
-        write_vectors(
-            registration,
-            [(object_id, "") for object_id in object_ids],
-            vectors.astype(np.float32, copy=False),
-            identity=identity,
-            using=using,
-        )
+def expected_dimensions(registration: Registration) -> int | None:
+    """How many numbers each vector must have, when the registration says."""
+    if registration.vector_field:
+        dimensions = getattr(registration.model_field(), "dimensions", None)
+        return int(dimensions) if dimensions is not None else None
+    return registration.embedder.dimensions
 
 
-def check_finite(vectors: np.ndarray[Any, Any], object_ids: list[str]) -> None:
-    """CommandError naming the ids of vectors with NaN, infinity or a number beyond float32."""
-    with np.errstate(over="ignore"):
-        finite = np.isfinite(vectors.astype(np.float32, copy=False)).all(axis=1)
-    if not finite.all():
-        bad = [object_ids[i] for i in np.flatnonzero(~finite)[:10]]
+def record(position: int, lines: list[int] | None) -> str:
+    """Where the ``position``-th vector (from 0) is: "record 3", or "record 3, line 4"."""
+    where = f"record {position + 1}"
+    return f"{where}, line {lines[position]}" if lines is not None else where
+
+
+CHECK_ROWS = 65_536  # rows per step of the finiteness check: bounded memory on any file
+
+
+def check_finite(
+    vectors: np.ndarray[Any, Any], object_ids: list[str], lines: list[int] | None = None
+) -> None:
+    """CommandError counting the vectors with NaN, infinity or a number beyond float32, and
+    naming the first ones (id and record)."""
+    count, first = 0, list[int]()
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, len(vectors), CHECK_ROWS):
+            block = np.asarray(vectors[start : start + CHECK_ROWS]).astype(np.float32, copy=False)
+            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            count += len(bad)
+            first.extend(int(i) + start for i in bad[: 10 - len(first)])
+    if count:
+        named = "; ".join(f"id {object_ids[i]} ({record(i, lines)})" for i in first)
         raise CommandError(
-            f"{int((~finite).sum())} vector(s) hold NaN, infinity or a number beyond float32 "
-            f"(ids {', '.join(bad)}); nothing was imported."
+            f"{count:,} vector(s) hold NaN, infinity or a number beyond float32 (first: "
+            f"{named}); nothing was imported."
         )
 
 
-# -- the COPY BINARY stream ---------------------------------------------------------------------
-
-PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-CHUNK_ROWS = 5_000
-
-
-def binary_copy_payload(
-    content_type_id: int,
-    key: str,
-    identity: str,
-    now: datetime,
+def canonical_ids(
+    model: type[models.Model],
     object_ids: list[str],
-    vectors: np.ndarray[Any, Any],
-) -> Any:
-    """PostgreSQL's binary COPY format for Embedding rows, built by numpy, in chunks.
-
-    Only the object id and the vector differ between rows, and rows whose ids have the same
-    length have the same layout; so each such group is one numpy structured array whose bytes
-    are the rows, with no Python work per row (``Copy.write_row()`` encodes every field of every
-    row). Yields ``(rows, bytes)``. Layout: "Binary Format" under COPY in PostgreSQL's
-    documentation, and pgvector's ``vector_recv`` (int16 dimensions, int16 unused, float4s).
-    """
-    dimensions = vectors.shape[1]
-    key_b, identity_b = key.encode(), identity.encode()
-    delta = now - PG_EPOCH
-    microseconds = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    head = struct.pack(">hii", 7, 4, content_type_id)
-    middle = (
-        struct.pack(">i", len(key_b))
-        + key_b
-        + struct.pack(">i", len(identity_b))
-        + identity_b
-        + struct.pack(">i", 0)  # source_hash: '' (unknown source)
-        + struct.pack(">iHH", 4 + 4 * dimensions, dimensions, 0)
-    )
-    tail = struct.pack(">iq", 8, microseconds)
-    encoded = [object_id.encode() for object_id in object_ids]
-    groups: dict[int, list[int]] = {}
-    for position, object_id in enumerate(encoded):
-        groups.setdefault(len(object_id), []).append(position)
-    yield 0, b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-    for length, positions in groups.items():
-        row = np.dtype(
-            [
-                ("head", f"V{len(head)}"),
-                ("id_length", ">i4"),
-                ("id", f"S{length}"),
-                ("middle", f"V{len(middle)}"),
-                ("vector", ">f4", (dimensions,)),
-                ("tail", f"V{len(tail)}"),
-            ]
-        )
-        for start in range(0, len(positions), CHUNK_ROWS):
-            chunk = positions[start : start + CHUNK_ROWS]
-            rows = np.empty(len(chunk), dtype=row)
-            rows["head"] = np.void(head)
-            rows["id_length"] = length
-            rows["id"] = [encoded[i] for i in chunk]
-            rows["middle"] = np.void(middle)
-            first, last = chunk[0], chunk[-1]
-            # Ids in file order are usually contiguous within a length group: a slice is a
-            # view, where fancy indexing would copy every vector once more.
-            contiguous = last - first == len(chunk) - 1
-            block = vectors[first : last + 1] if contiguous else vectors[chunk]
-            check_finite(block, [object_ids[i] for i in chunk])
-            rows["vector"] = block
-            rows["tail"] = np.void(tail)
-            # A byte view, not tobytes(): psycopg sends any buffer, and this saves a copy.
-            yield len(chunk), rows.view(np.uint8).data
-    yield 0, struct.pack(">h", -1)
-
-
-def canonical_ids(model: type[models.Model], object_ids: list[str]) -> list[str]:
+    lines: list[int] | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> list[str]:
     """Each id as the primary key field reads it back ("001" -> "1", an upper-case UUID ->
-    lower case), so it names the same row the rest of the app names; CommandError otherwise."""
+    lower case), so it names the same row the rest of the app names; CommandError for an id
+    that is no primary key, or out of the range of the primary key's integer column."""
     pk = model._meta.pk
     assert pk is not None
+    bounds: tuple[int, int] | None
+    try:
+        bounds = connections[using].ops.integer_field_range(pk.get_internal_type())
+    except KeyError:
+        bounds = None
+    if bounds is not None:
+        # Whole numbers (the usual primary key): int() reads them as the field does, in a
+        # fraction of the time; any surprise goes through the field below, which names it.
+        try:
+            numbers = list(map(int, object_ids))
+        except ValueError:
+            pass
+        else:
+            if bounds[0] <= min(numbers) and max(numbers) <= bounds[1]:
+                return list(map(str, numbers))
     canonical = []
     for position, raw in enumerate(object_ids):
         try:
@@ -419,26 +309,89 @@ def canonical_ids(model: type[models.Model], object_ids: list[str]) -> list[str]
             value = None
         if value is None or value == "":
             raise CommandError(
-                f"Id {raw!r} (record {position + 1}) is not a valid primary key of "
+                f"Id {raw!r} ({record(position, lines)}) is not a valid primary key of "
                 f"{model._meta.label} ({type(pk).__name__}); nothing was imported."
+            )
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise CommandError(
+                f"Id {raw!r} ({record(position, lines)}) is out of range for the primary key "
+                f"of {model._meta.label} ({type(pk).__name__}: {bounds[0]} to {bounds[1]}); "
+                "nothing was imported."
             )
         canonical.append(str(value))
     return canonical
 
 
-def _first_bad_vector(path: Path, rows: list[Any], numbers: list[int], ids: list[str]) -> str:
-    """Which line of a .jsonl file keeps its vectors from being one array, and why."""
-    width = None
-    for row, number, object_id in zip(rows, numbers, ids, strict=True):
-        where = f"{path}, line {number} (id {object_id})"
-        if not isinstance(row, list):
-            return f"{where}: the vector must be a list of numbers, not {json.dumps(row)[:40]}."
-        try:
-            np.asarray(row, dtype=np.float32)
-        except (ValueError, TypeError):
-            return f"{where}: the vector holds something other than numbers."
-        if width is None:
-            width = len(row)
-        elif len(row) != width:
-            return f"{where}: the vector has {len(row)} numbers; line {numbers[0]} has {width}."
-    return f"{path}: the vectors differ in length or hold non-numbers."
+NUMBERS = frozenset({int, float})  # JSON numbers; bool (true/false) is not one
+
+
+def load_jsonl(
+    path: Path, registration: Registration, expected: int | None
+) -> tuple[list[str], np.ndarray[Any, Any], list[int]]:
+    """A .jsonl file's ids, vectors and the line of each record; CommandError naming the first
+    line (and id) that is no ``{"id": ..., "vector": [numbers]}`` of the right length."""
+    object_ids: list[str] = []
+    rows: list[list[float]] = []
+    numbers: list[int] = []
+    with path.open() as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record_ = json.loads(line)
+                object_id, vector = str(record_["id"]), record_["vector"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise CommandError(
+                    f'{path}, line {number}: expected {{"id": ..., "vector": [...]}} ({e}).'
+                ) from e
+            if type(vector) is not list or not NUMBERS.issuperset(map(type, vector)):
+                raise CommandError(
+                    f"{path}, line {number} (id {object_id}): {_not_numbers(vector)}"
+                )
+            object_ids.append(object_id)
+            rows.append(vector)
+            numbers.append(number)
+    _check_lengths(path, rows, numbers, object_ids, registration, expected)
+    try:
+        with np.errstate(over="ignore"):
+            vectors = np.asarray(rows, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError) as e:  # e.g. an integer of 400 digits
+        raise CommandError(f"{path}: the vectors hold numbers beyond float32 ({e}).") from e
+    return object_ids, vectors.reshape(len(rows), -1), numbers
+
+
+def _not_numbers(vector: Any) -> str:
+    if type(vector) is not list:
+        return f"the vector must be a list of numbers, not {json.dumps(vector)[:40]}."
+    position, value = next((i, x) for i, x in enumerate(vector) if type(x) not in NUMBERS)
+    return (
+        f"the vector holds something other than numbers: {json.dumps(value)[:40]} "
+        f"(number {position + 1}); write numbers unquoted, and no true/false/null."
+    )
+
+
+def _check_lengths(
+    path: Path,
+    rows: list[list[float]],
+    numbers: list[int],
+    ids: list[str],
+    registration: Registration,
+    expected: int | None,
+) -> None:
+    """The first line whose vector is not as long as the registration takes (or, when it does
+    not say, as most lines' are), whichever line that is: the first one too."""
+    if not rows:
+        return
+    widths = np.fromiter(map(len, rows), np.int64, count=len(rows))
+    if expected is not None:
+        wanted, why = expected, f"{registration.label} takes {expected}"
+    else:
+        values, counts = np.unique(widths, return_counts=True)
+        wanted = int(values[np.argmax(counts)])
+        why = f"most lines have {wanted}"
+    bad = np.flatnonzero(widths != wanted)
+    if len(bad):
+        i = int(bad[0])
+        raise CommandError(
+            f"{path}, line {numbers[i]} (id {ids[i]}): the vector has {widths[i]} numbers; {why}."
+        )
