@@ -66,7 +66,8 @@ class Registration:
     vector_field: str | None = None
     embedder_alias: str = "default"
     filters: tuple[str, ...] = ()
-    distance: Distance = Distance.COSINE
+    # None: the distance the embedder declares (BaseEmbedder.distance).
+    distance: Distance | None = None
     sync: str | None = None
     #: False: saves and deletes leave this registration's vectors alone (the receivers of
     #: :mod:`vectorsearch.signals` skip it); only the backfill and the admin action write them.
@@ -164,13 +165,16 @@ class Registration:
 
     def query_distance(self) -> Distance:
         """The distance searches use: the one the vector field's index serves, else the
-        registration's ``distance``."""
+        registration's ``distance``, else the one its embedder declares (cosine for a
+        normalised embedder)."""
         if self.vector_field is not None:
             field = self.model_field()
             indexed = served_distances(field.model, field.name)
             if len(indexed) == 1:
                 return next(iter(indexed))
-        return self.distance
+        if self.distance is not None:
+            return self.distance
+        return self.embedder.distance
 
 
 class Registry:
@@ -187,7 +191,7 @@ class Registry:
         vector_field: str | None = None,
         embedder: str = "default",
         filters: Sequence[str] = (),
-        distance: Distance | str = Distance.COSINE,
+        distance: Distance | str | None = None,
         sync: str | None = None,
         connect_signals: bool = True,
     ) -> Registration:
@@ -234,7 +238,7 @@ class Registry:
             vector_field=vector_field,
             embedder_alias=embedder,
             filters=tuple(filters),
-            distance=Distance.parse(distance),
+            distance=None if distance is None else Distance.parse(distance),
             sync=sync,
             connect_signals=connect_signals,
         )

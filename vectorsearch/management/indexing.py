@@ -49,7 +49,7 @@ def generic_index_name(registration: Registration) -> str:
                 registration.model._meta.label_lower,
                 registration.key,
                 registration.embedder.identity,
-                registration.distance.value,
+                registration.query_distance().value,
             ]
         ).encode(),
         usedforsecurity=False,
@@ -73,7 +73,7 @@ def generic_index_sql(
     connection = connections[using]
     quote = connection.ops.quote_name
     vtype = registration.vector_type()
-    opclass = registration.distance.opclass(vtype)
+    opclass = registration.query_distance().opclass(vtype)
     dimensions = registration.embedder.dimensions
     with connection.schema_editor(atomic=False, collect_sql=True) as editor:
         literal = editor.quote_value

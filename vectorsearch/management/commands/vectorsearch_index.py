@@ -13,6 +13,7 @@ from django.db.migrations.executor import MigrationExecutor
 from ...conf import get_settings
 from ...index_health import BLOAT_RATIO, drop_index, invalid_vector_indexes, leftover_indexes
 from ...indexes import vector_indexes
+from ...ranking.fulltext import create_text_index, text_index
 from ...registry import Registration
 from ..indexing import (
     describe_size,
@@ -79,6 +80,7 @@ class Command(BaseCommand):
         for registration in registrations:
             for name in registration_indexes(registration, database):
                 self.ensure(registration, name, database, rebuild=rebuild, invalid=name in invalid)
+            self.ensure_text_index(registration, database)
         if prune:
             self.prune(database)
 
@@ -167,6 +169,23 @@ class Command(BaseCommand):
                 f"{describe_size(after)}, in {time.monotonic() - started:.1f} s."
             ),
         )
+
+    def ensure_text_index(self, registration: Registration, using: str) -> None:
+        """The GIN index of the registration's full text (keyword and hybrid search)."""
+        if not registration.fields:
+            return  # text from a callable: no columns to index
+        started = time.monotonic()
+        name = create_text_index(registration, using, concurrently=self.concurrently)
+        if name is None:
+            self.say(
+                2, f"{registration.label}: full-text index {text_index(registration).name} exists."
+            )
+        else:
+            self.say(
+                1,
+                f"{registration.label}: built full-text index {name} in "
+                f"{time.monotonic() - started:.1f}s.",
+            )
 
     def drop_leftovers(self, registration: Registration, name: str, using: str) -> None:
         """Drop the ``_ccnew``/``_ccold`` leftovers and duplicates of index ``name``."""
