@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.db.models.signals import m2m_changed, post_delete, post_save, pre_migrate, pre_save
+from django.db.models.signals import m2m_changed, post_save, pre_migrate, pre_save
 
 
 class VectorSearchConfig(AppConfig):
@@ -18,7 +18,7 @@ class VectorSearchConfig(AppConfig):
         from . import checks, checks_scaling  # noqa: F401  (register the system checks)
         from .fields import check_vectors_before_save
         from .operations import create_extension_before_migrate
-        from .replicas import note_write
+        from .replicas import connect_delete_receiver, note_write
         from .signals import connect as connect_sync_signals
 
         # Operator classes on index expressions (HnswIndex(Cast(...), distance=...)) need
@@ -37,5 +37,6 @@ class VectorSearchConfig(AppConfig):
         connect_sync_signals()
         # Read-your-writes: a write to a database with replicas sends this context's searches
         # to the primary for a while (vectorsearch.replicas).
-        for name, signal in (("save", post_save), ("delete", post_delete), ("m2m", m2m_changed)):
+        for name, signal in (("save", post_save), ("m2m", m2m_changed)):
             signal.connect(note_write, dispatch_uid=f"vectorsearch.replicas.{name}")
+        connect_delete_receiver()  # post_delete, only while there are replicas

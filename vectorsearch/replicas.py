@@ -29,6 +29,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Model
+from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
@@ -100,6 +101,17 @@ def reset() -> None:
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in ("VECTORSEARCH", "DATABASES"):
         reset()
+        connect_delete_receiver()
+
+
+def connect_delete_receiver() -> None:
+    """Listen to ``post_delete`` only while the site has replicas: any ``post_delete`` receiver
+    makes Django load the rows of every ``QuerySet.delete()`` of every model before deleting them
+    (no fast delete), a price a site without replicas must not pay."""
+    if any(get_settings()["SEARCH_REPLICAS"].values()):
+        post_delete.connect(note_write, dispatch_uid="vectorsearch.replicas.delete")
+    else:
+        post_delete.disconnect(dispatch_uid="vectorsearch.replicas.delete")
 
 
 def replicas_of(alias: str) -> list[str]:
