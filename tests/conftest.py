@@ -6,7 +6,15 @@ import pytest
 from django.conf import settings
 from django.db import connection, connections
 
+from vectorsearch import outages
+
 pytest_plugins = ["tests.browser"]
+
+
+@pytest.fixture(autouse=True)
+def _forget_logged_errors() -> None:
+    """Each test sees its first error logged: the rate limit of vectorsearch.outages is global."""
+    outages.reset()
 
 
 def admin_conninfo(dbname: str = "postgres") -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import FieldDoesNotExist, TooManyFieldsSent, ValidationError
-from django.db import DatabaseError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.template.response import TemplateResponse
@@ -45,6 +45,7 @@ from .conf import get_settings
 from .db import is_timeout, statement_timeout
 from .exceptions import EmbeddingError, InvalidQuery
 from .forms import SearchForm
+from .outages import log_error
 from .registry import Registration, registry
 from .search import query_vector as search_query_vector
 from .search import search
@@ -420,18 +421,19 @@ class VectorSearchView(View):
                 facets = self.get_facets(checked, params) if self.facets else []
         except InvalidQuery as e:
             raise SearchError(str(e)) from None
-        except EmbeddingError:
-            logger.exception("The embedder failed on a search")
+        except EmbeddingError as e:
+            # Once per cause and interval: an embedder that is down fails every request alike.
+            log_error(logger, "The embedder failed on a search", e)
             raise SearchError(_("Search is unavailable right now; try again later."), 503) from None
         except OperationalError as e:
             if is_timeout(e):
                 raise SearchError(
                     _("The search took too long; try fewer words or a filter."), 503
                 ) from None
-            logger.exception("A search failed in the database")
+            log_error(logger, "A search failed in the database", e)
             raise SearchError(_("Search is unavailable right now; try again later."), 503) from None
-        except DatabaseError:
-            logger.exception("A search failed in the database")
+        except (DatabaseError, InterfaceError) as e:  # InterfaceError: a connection found closed
+            log_error(logger, "A search failed in the database", e)
             raise SearchError(_("Search is unavailable right now; try again later."), 503) from None
         return results, has_next, facets
 
