@@ -6,7 +6,7 @@
 It listens on a Unix socket in ``.pgbouncer/`` (port 6432, no TCP) and forwards every database
 to the server of tests/settings.py (the embedded one, or ``DATABASE_URL``'s). Debian's pgbouncer
 (1.18) refuses to run as root: as root it runs as the embedded server's ``pgserver`` user (or
-``$PGBOUNCER_USER``). ``auth_type = trust``: for tests only.
+``$PGBOUNCER_USER``, else ``nobody``). ``auth_type = trust``: for tests only.
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ def _server() -> dict[str, str]:
     from tests.settings import DATABASES
 
     default = DATABASES["default"]
-    return {k: str(default[k] or "") for k in ("HOST", "PORT", "USER")}
+    return {k: str(default.get(k) or "") for k in ("HOST", "PORT", "USER", "PASSWORD")}
 
 
 def _config(server: dict[str, str]) -> str:
     target = f"host={server['HOST']}" + (f" port={server['PORT']}" if server["PORT"] else "")
+    if server["PASSWORD"]:  # DATABASE_URL with a password: pgbouncer logs in with it
+        target += f" user={server['USER']} password={server['PASSWORD']}"
     return f"""\
 [databases]
 ; Any database name, on the test server. timezone: a session setting pgbouncer sets on every
@@ -102,7 +104,11 @@ def start() -> None:
     command = [_binary(), "-d", "-q", str(DIRECTORY / "pgbouncer.ini")]
     if os.geteuid() == 0:
         runner = os.environ.get("PGBOUNCER_USER", "pgserver")
-        account = pwd.getpwnam(runner)
+        try:
+            account = pwd.getpwnam(runner)
+        except KeyError:  # DATABASE_URL: the embedded server's user was never made
+            runner = "nobody"
+            account = pwd.getpwnam(runner)
         for path in [DIRECTORY, *DIRECTORY.iterdir()]:
             os.chown(path, account.pw_uid, account.pw_gid)
         command[1:1] = ["-u", runner]
