@@ -55,8 +55,8 @@ MAX_CAUSES = 128
 
 # SQLSTATEs of a server that is unreachable, shutting down, starting up or out of connections:
 # class 08 (connection exception), admin_shutdown, crash_shutdown, cannot_connect_now,
-# too_many_connections.
-_AWAY_PREFIXES = ("08", "57P01", "57P02", "57P03", "53300")
+# too_many_connections; idle_session_timeout (57P05) ended the session itself.
+_AWAY_PREFIXES = ("08", "57P01", "57P02", "57P03", "57P05", "53300")
 _DIGITS = re.compile(r"\d+")
 
 
