@@ -5,13 +5,22 @@ The ModelAdmins are in tests/adminapp/admin.py: ArticleAdmin (own vector column)
 (generic, no search_fields).
 """
 
+import importlib
+import json
 import re
+import shlex
+import time
+from io import StringIO
 
 import numpy as np
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Permission, User
+from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
+from django.db import connection
 from django.test import override_settings
+from django.utils.module_loading import import_string
 
 import vectorsearch
 from tests.embedapp.models import Article, Note, Tag
@@ -259,6 +268,44 @@ def test_bad_semantic_queries_get_a_message_not_a_500(admin_client, articles, q,
     assert "column-vectorsearch_score" not in html  # nothing was ranked
 
 
+@pytest.mark.parametrize("semantic", ["1", ""])
+def test_a_nul_in_the_search_lists_no_rows(admin_client, articles, semantic):
+    # D6: the error was shown above all the model's rows (Django then searches for "").
+    response = admin_client.get("/admin/embedapp/article/", {"q": "cats\x00", "semantic": semantic})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Null characters are not allowed." in html
+    assert _result_titles(html) == []
+
+
+def test_search_by_meaning_runs_under_the_statement_timeout(admin_client, articles):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get("/admin/embedapp/article/", {"q": "cats", "semantic": "1"})
+    assert response.status_code == 200
+    sql = [q["sql"] for q in captured.captured_queries]
+    timeout = next(i for i, q in enumerate(sql) if "set_config('statement_timeout'" in q)
+    ranked = [i for i, q in enumerate(sql) if "<=>" in q]
+    assert ranked and min(ranked) > timeout
+
+
+@override_settings(VECTORSEARCH={"SEARCH_STATEMENT_TIMEOUT_MS": 100})
+def test_a_search_by_meaning_past_the_timeout_is_a_503(admin_user, articles, rf):
+    class SlowArticleAdmin(type(admin.site._registry[Article])):
+        def get_queryset(self, request):
+            return super().get_queryset(request).extra(where=["pg_sleep(0.3) IS NOT NULL"])
+
+    request = rf.get("/admin/embedapp/article/", {"q": "cats", "semantic": "1"})
+    request.user = admin_user
+    request.session = {}
+    request._messages = type("Messages", (), {"add": lambda *a, **k: None})()
+    response = SlowArticleAdmin(Article, admin.site).changelist_view(request)
+    assert response.status_code == 503
+    assert response.content.decode() == "The search took too long; try fewer words or a filter."
+
+
 def test_blank_semantic_query_lists_everything(admin_client, articles):
     response = admin_client.get("/admin/embedapp/article/", {"q": "   ", "semantic": "1"})
     assert response.status_code == 200
@@ -394,6 +441,197 @@ def test_view_only_user_cannot_reembed(client, notes):
     Embedding.objects.filter(object_id=str(notes["far"].pk)).delete()
     _action(client, "/admin/embedapp/note/", "vectorsearch_reembed", [notes["far"].pk])
     assert not Embedding.objects.filter(object_id=str(notes["far"].pk)).exists()
+
+
+def _select_all(client, url, action):
+    """The action over every object of the changelist ("Select all N"), as the admin posts it."""
+    return client.post(
+        url,
+        {"action": action, "select_across": "1", "index": "0", "_selected_action": ["0"]},
+        follow=True,
+    )
+
+
+def _spoil(notes):
+    """Zero the notes' stored vectors, leaving identity and hash: "current" by the bookkeeping,
+    so only a re-embed of every row (not a backfill of missing and stale ones) repairs them."""
+    Embedding.objects.filter(object_id__in=[str(n.pk) for n in notes]).update(vector=[0.0] * 256)
+
+
+def _spoiled():
+    """The ids of the notes whose vector is still zero."""
+    rows = Embedding.objects.filter(content_type=ContentType.objects.get_for_model(Note))
+    return sorted(
+        int(oid) for oid, vector in rows.values_list("object_id", "vector") if not any(vector)
+    )
+
+
+class NeverCalledEmbedder(vectorsearch.embedders.HashingEmbedder):
+    """Proves the request embedded nothing: any call fails the test."""
+
+    def embed_documents(self, texts):
+        raise AssertionError(f"embedded {len(texts)} text(s) in the request")
+
+
+class SleepyEmbedder(vectorsearch.embedders.HashingEmbedder):
+    """Half a second per batch, so a time limit of 1 s stops a re-embed after two batches."""
+
+    def embed_documents(self, texts):
+        time.sleep(0.5)
+        return super().embed_documents(texts)
+
+
+def _embedders(backend):
+    return {"default": {"BACKEND": backend, "OPTIONS": {"dimensions": 256}}}
+
+
+def _messages(response):
+    return [str(m) for m in response.context["messages"]]
+
+
+def _tasks_framework():
+    """The framework vectorsearch.tasks uses: Django's own (6.0+), else the django-tasks package."""
+    try:
+        return importlib.import_module("django.tasks")
+    except ImportError:
+        return pytest.importorskip("django_tasks")
+
+
+@pytest.fixture
+def twelve_notes():
+    return [Note.objects.create(title=f"note {i}", body="cats purr") for i in range(12)]
+
+
+def test_reembed_above_the_limit_without_a_task_backend_refuses_with_the_command(
+    admin_client, twelve_notes
+):
+    _spoil(twelve_notes)
+    # django-tasks' default backend runs tasks at once, in the request: not a background.
+    with override_settings(
+        VECTORSEARCH={"ADMIN_REEMBED_MAX_ROWS": 5},
+        VECTORSEARCH_EMBEDDERS=_embedders("tests.test_admin_vectorsearch.NeverCalledEmbedder"),
+    ):
+        response = _select_all(admin_client, "/admin/embedapp/note/", "vectorsearch_reembed")
+    (message,) = _messages(response)
+    assert message.startswith("Nothing was re-embedded: 12 notes are more than the admin")
+    assert "(VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = 5)" in message
+    command = "python manage.py vectorsearch_backfill embedapp.Note@default --all-rows"
+    assert f"Run instead: {command} " in message
+    assert _spoiled() == [n.pk for n in twelve_notes]
+    # The command it gives does the work.
+    call_command(*shlex.split(command)[2:], stdout=StringIO())
+    assert _spoiled() == []
+
+
+def test_reembed_above_the_limit_queues_background_tasks_that_do_the_work(
+    admin_client, twelve_notes, django_capture_on_commit_callbacks
+):
+    framework = _tasks_framework()
+    task_backends = framework.task_backends
+    _spoil(twelve_notes)
+    dummy = {"default": {"BACKEND": f"{framework.__name__}.backends.dummy.DummyBackend"}}
+    with override_settings(
+        VECTORSEARCH={"ADMIN_REEMBED_MAX_ROWS": 5},
+        TASKS=dummy,
+        VECTORSEARCH_EMBEDDERS=_embedders("tests.test_admin_vectorsearch.NeverCalledEmbedder"),
+    ):
+        with django_capture_on_commit_callbacks(execute=True):  # enqueued on commit
+            response = _select_all(admin_client, "/admin/embedapp/note/", "vectorsearch_reembed")
+        (message,) = _messages(response)
+        queued = list(task_backends["default"].results)
+    assert message.startswith("12 notes are more than the admin re-embeds during a request")
+    assert "queued as 3 background task(s) on the task backend 'default'" in message
+    assert _spoiled() == [n.pk for n in twelve_notes]  # nothing was embedded in the request
+    # A worker runs them: found by module path, arguments through JSON.
+    ids = []
+    for result in queued:
+        task = import_string(result.task.module_path)
+        args, kwargs = json.loads(json.dumps([result.args, result.kwargs]))
+        assert task.call(*args, **kwargs) == len(args[2])
+        ids.extend(args[2])
+    assert sorted(ids) == sorted(str(n.pk) for n in twelve_notes)
+    assert _spoiled() == []
+
+
+def test_reembed_too_large_to_queue_is_refused_with_the_command(admin_client):
+    framework = _tasks_framework()
+    Note.objects.bulk_create([Note(title=f"note {i}") for i in range(101)])
+    dummy = {"default": {"BACKEND": f"{framework.__name__}.backends.dummy.DummyBackend"}}
+    with override_settings(VECTORSEARCH={"ADMIN_REEMBED_MAX_ROWS": 1}, TASKS=dummy):
+        response = _select_all(admin_client, "/admin/embedapp/note/", "vectorsearch_reembed")
+        assert framework.task_backends["default"].results == []
+    (message,) = _messages(response)
+    assert message.startswith(
+        "Nothing was re-embedded: 101 notes are more than the admin queues as 100 background "
+        "tasks of VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = 1. Run instead: python manage.py "
+        "vectorsearch_backfill embedapp.Note@default --all-rows"
+    )
+
+
+def test_reembed_below_the_limit_runs_in_the_request_and_reports_partial_failures(admin_client):
+    from tests.test_commands import POISON
+
+    with override_settings(VECTORSEARCH_EMBEDDERS=POISON, VECTORSEARCH={"BATCH_SIZE": 2}):
+        notes = [Note.objects.create(title=t) for t in ("cats", "poison ivy", "dogs", "owls")]
+        response = _action(
+            admin_client, "/admin/embedapp/note/", "vectorsearch_reembed", [n.pk for n in notes]
+        )
+    assert _messages(response) == [
+        "Re-embedded 3 notes.",
+        f"1 object could not be embedded: pk={notes[1].pk}: ValueError: cannot embed poison",
+    ]
+    assert Embedding.objects.filter(object_id=str(notes[1].pk)).count() == 0
+    assert Embedding.objects.filter(vector__isnull=False).count() == 3
+
+
+def test_reembed_stopped_by_a_database_error_says_what_was_done_and_what_was_not(
+    admin_client, twelve_notes
+):
+    selected = twelve_notes[:4]
+    _spoil(twelve_notes)
+    with connection.cursor() as cursor:  # the second batch's write fails in PostgreSQL
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.object_id = '{selected[2].pk}' THEN RAISE EXCEPTION 'disk full'; END IF; "
+            "RETURN NEW; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON vectorsearch_embedding "
+            "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()"
+        )
+    with override_settings(VECTORSEARCH={"BATCH_SIZE": 2}):
+        response = _action(
+            admin_client, "/admin/embedapp/note/", "vectorsearch_reembed", [n.pk for n in selected]
+        )
+    assert response.status_code == 200
+    done, stopped = _messages(response)
+    assert done == "Re-embedded 2 notes."
+    assert stopped.startswith(
+        "The re-embed stopped on a database error (disk full"
+    ) and stopped.endswith(
+        "2 of the 4 selected notes were not re-embedded. Select them again, or run: "
+        "python manage.py vectorsearch_backfill embedapp.Note@default --all-rows"
+    )
+    assert _spoiled() == [n.pk for n in twelve_notes[2:]]
+
+
+def test_reembed_stops_at_its_time_limit_and_says_how_far_it_got(admin_client, twelve_notes):
+    selected = twelve_notes[:6]
+    _spoil(twelve_notes)
+    with override_settings(
+        VECTORSEARCH={"BATCH_SIZE": 2, "ADMIN_REEMBED_MAX_SECONDS": 1},
+        VECTORSEARCH_EMBEDDERS=_embedders("tests.test_admin_vectorsearch.SleepyEmbedder"),
+    ):
+        response = _action(
+            admin_client, "/admin/embedapp/note/", "vectorsearch_reembed", [n.pk for n in selected]
+        )
+    done, stopped = _messages(response)
+    assert done == "Re-embedded 4 notes."
+    assert stopped.startswith(
+        "Stopped after 1 s (VECTORSEARCH['ADMIN_REEMBED_MAX_SECONDS']) so that the page answers "
+        "in time: 2 of the 6 selected notes were not re-embedded."
+    )
+    assert _spoiled() == [n.pk for n in twelve_notes[4:]]
 
 
 # -- the Embedding table's admin ----------------------------------------------------------------

@@ -13,7 +13,8 @@ from vectorsearch import InvalidQuery, NotRegistered
 from vectorsearch.checks import check_registrations
 from vectorsearch.conf import get_settings
 from vectorsearch.exceptions import ImproperlyConfiguredVectorSearch
-from vectorsearch.registry import Registry, embed_query, registry
+from vectorsearch.ranking.search import query_vector
+from vectorsearch.registry import Registry, registry
 
 
 @pytest.fixture
@@ -146,11 +147,12 @@ def test_select_by_label_is_case_insensitive_and_lists_known_ones():
         registry.select(["shop.Product"])
 
 
-def test_embed_query_uses_the_embedder_registered_for_the_field():
-    vector = embed_query(Article, "embedding", "cats")
+def test_query_vector_uses_the_embedder_registered_for_the_field():
+    registration = registry.get(Article, vector_field="embedding")
+    vector = query_vector(registration, "cats")
     np.testing.assert_allclose(vector, vectorsearch.embedders["default"].embed_one("cats"))
-    with pytest.raises(InvalidQuery, match=r"none is registered for embedapp.Article.title"):
-        embed_query(Article, "title", "cats")
+    with pytest.raises(InvalidQuery, match=r"no words the embedder knows"):
+        query_vector(registration, "!!!")
 
 
 def test_text_is_the_fields_joined_or_the_callables():

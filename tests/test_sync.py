@@ -136,7 +136,7 @@ def test_manual_sync_mode_embeds_nothing_on_save():
 def register_note(monkeypatch):
     """Register Note again with other arguments, through the public API; the site's
     registrations (and their order) are restored afterwards."""
-    from vectorsearch.sync import connect
+    from vectorsearch.signals import connect_model
 
     monkeypatch.setattr(registry, "_registrations", dict(registry._registrations))
 
@@ -146,7 +146,7 @@ def register_note(monkeypatch):
 
     yield again
     monkeypatch.undo()
-    connect(Note)  # unregister() disconnected its signals
+    connect_model(Note)  # the registry was put back behind the receivers' back
 
 
 def test_register_sync_manual_overrides_an_immediate_setting(register_note):
@@ -236,6 +236,35 @@ def test_the_task_skips_objects_that_are_current_or_gone():
     assert run_embed_objects("embedapp.Note", "@default", [str(note.pk), "999999"]) == 0
     Note.objects.filter(pk=note.pk).update(title="Dogs")
     assert run_embed_objects("embedapp.Note", "@default", [str(note.pk)]) == 1
+
+
+def test_the_task_with_force_re_embeds_current_objects_too():
+    from vectorsearch.tasks import run_embed_objects
+
+    note = Note.objects.create(title="Cats")
+    Embedding.objects.filter(object_id=str(note.pk)).update(vector=[0.0] * 256)  # still "current"
+    assert run_embed_objects("embedapp.Note", "@default", [str(note.pk)]) == 0
+    assert run_embed_objects("embedapp.Note", "@default", [str(note.pk)], force=True) == 1
+    assert any(rows_of(note).get().vector)
+
+
+def test_a_task_writes_what_it_can_and_its_error_names_what_failed():
+    from tests.test_commands import POISON
+    from vectorsearch.exceptions import EmbeddingError
+    from vectorsearch.tasks import run_embed_objects
+
+    with override_settings(VECTORSEARCH={"SYNC": "manual"}):
+        good = Note.objects.create(title="Cats")
+        bad = Note.objects.create(title="poison")
+    with (
+        override_settings(VECTORSEARCH_EMBEDDERS=POISON),
+        pytest.raises(
+            EmbeddingError,
+            match=rf"embedded 1 of 2 object\(s\); the embedder failed for 1 \(pk={bad.pk}: ",
+        ),
+    ):
+        run_embed_objects("embedapp.Note", "@default", [str(good.pk), str(bad.pk)])
+    assert rows_of(good).exists() and not rows_of(bad).exists()
 
 
 class ThreeDimensions(vectorsearch.embedders.BaseEmbedder):

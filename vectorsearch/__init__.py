@@ -35,9 +35,9 @@ from .fields import (
 )
 from .indexes import HnswIndex, IvfflatIndex
 from .operations import VectorExtension
-from .query import VectorManager, VectorQuerySet
+from .ranking.queryset import VectorManager, VectorQuerySet
+from .ranking.search import search
 from .registry import register, unregister
-from .search import search
 
 try:
     __version__ = version("django-vectorsearch")

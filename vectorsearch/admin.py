@@ -18,6 +18,7 @@ See ``docs/admin.md``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,19 +29,32 @@ from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ORDER_VAR, SEARCH_VAR, ChangeList
 from django.core import checks
 from django.core.exceptions import ValidationError
-from django.db import models
-from django.http import HttpRequest
+from django.db import DatabaseError, InterfaceError, OperationalError, models
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from . import tasks
 from .conf import get_settings
+from .db import is_timeout, statement_timeout
 from .exceptions import EmbeddingError, InvalidEmbedderError, InvalidQuery, NotRegistered
 from .models import Embedding
+from .ranking.search import query_vector, search
 from .registry import Registration, registry
+from .sync import (
+    BackfillResult,
+    State,
+    classify,
+    embed_rows,
+    failure_summary,
+    items_of,
+    stored_states,
+)
 
 __all__ = [
     "SEMANTIC_VAR",
@@ -164,8 +178,6 @@ def stored_vector(registration: Registration, obj: models.Model, using: str) -> 
 
 def embedding_state(registration: Registration, obj: models.Model, using: str) -> str:
     """``current``, ``stale``, ``missing`` or ``unknown``, as :mod:`vectorsearch.sync` says."""
-    from .sync import classify, items_of, stored_states
-
     (item,) = items_of(registration, [obj], column_known=registration.vector_field is not None)
     states = stored_states(registration, [item.object_id], using)
     return classify(registration, item, states.get(item.object_id), registration.embedder.identity)
@@ -198,6 +210,14 @@ class VectorSearchChangeList(ChangeList):
         lookup_params: dict[str, Any] = super().get_filters_params(params)
         lookup_params.pop(SEMANTIC_VAR, None)
         return lookup_params
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> Any:
+        queryset = super().get_queryset(request, exclude_parameters)
+        if "\x00" in request.GET.get(SEARCH_VAR, ""):
+            # Django's search form refused the text (its error is shown) and searches for ""
+            # instead: that would list every row under a search that matched nothing.
+            return queryset.none()
+        return queryset
 
 
 # -- the mixin -------------------------------------------------------------------------------------
@@ -421,8 +441,6 @@ class VectorSearchAdminMixin(_Base):
         vector = self._query_vector(request, search_term)
         if vector is None:
             return queryset.none(), False
-        from .search import search
-
         registration = self.get_vectorsearch_registration()
         k = max(1, min(int(self.vectorsearch_search_k), int(get_settings()["MAX_K"])))
         try:
@@ -432,6 +450,7 @@ class VectorSearchAdminMixin(_Base):
                 k=k,
                 vector_field=registration.vector_field,
                 embedder=registration.embedder_alias,
+                mode="semantic",
             )
         except InvalidQuery as e:
             self._message_once(request, gettext("Search by meaning failed: %s") % e, "invalid")
@@ -463,8 +482,6 @@ class VectorSearchAdminMixin(_Base):
                 % {"length": len(text), "limit": limit},
             )
         else:
-            from .search import query_vector
-
             try:
                 vector = query_vector(self.get_vectorsearch_registration(), text)
             except (InvalidQuery, EmbeddingError, InvalidEmbedderError, NotRegistered) as e:
@@ -493,7 +510,24 @@ class VectorSearchAdminMixin(_Base):
             },
             **(extra_context or {}),
         }
-        return super().changelist_view(request, extra_context=context)
+        if not (self.is_semantic_search(request) and request.GET.get(SEARCH_VAR, "").strip()):
+            return super().changelist_view(request, extra_context=context)
+        # A search by meaning runs under the search page's statement timeout, rendered inside
+        # it (the changelist's queries run while its template renders).
+        using = self.get_queryset(request).db
+        try:
+            with statement_timeout(get_settings()["SEARCH_STATEMENT_TIMEOUT_MS"], using=using):
+                response = super().changelist_view(request, extra_context=context)
+                if hasattr(response, "render"):
+                    response.render()
+        except (OperationalError, InterfaceError) as e:
+            message = (
+                gettext("The search took too long; try fewer words or a filter.")
+                if is_timeout(e)
+                else gettext("Search is unavailable right now; try again later.")
+            )
+            return HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+        return response
 
     # -- similar items -------------------------------------------------------------------------
 
@@ -515,8 +549,6 @@ class VectorSearchAdminMixin(_Base):
             return [], gettext(
                 "This object has no vector yet: save it or use the action “Re-embed selected”."
             )
-        from .search import search
-
         wanted = int(self.vectorsearch_similar_k)
         fetch = max(1, min(wanted * 3, int(get_settings()["MAX_K"])))
         candidates = self.get_queryset(request).using(using).exclude(pk=obj.pk)
@@ -528,6 +560,7 @@ class VectorSearchAdminMixin(_Base):
                     k=fetch,
                     vector_field=registration.vector_field,
                     embedder=registration.embedder_alias,
+                    mode="semantic",
                 )
             )
         except (InvalidQuery, InvalidEmbedderError) as e:
@@ -595,54 +628,72 @@ class VectorSearchAdminMixin(_Base):
         description=_("Re-embed selected %(verbose_name_plural)s"), permissions=["change"]
     )
     def vectorsearch_reembed(self, request: HttpRequest, queryset: models.QuerySet[Any]) -> None:
-        """Embed the selected objects again, whatever their state, and say how it went."""
-        from .sync import (
-            Failure,
-            embed_items,
-            failure_summary,
-            items_of,
-            reading_sources,
-            write_vectors,
-        )
+        """Embed the selected objects again, whatever their state, and say how it went.
 
+        At most ``VECTORSEARCH["ADMIN_REEMBED_MAX_ROWS"]`` objects are embedded in the request,
+        stopping after ``ADMIN_REEMBED_MAX_SECONDS``; a larger selection is queued as background
+        tasks, or refused with the command to run (:meth:`_reembed_outside_the_request`).
+        """
         registration = self.get_vectorsearch_registration()
-        using = queryset.db
-        batch_size = int(get_settings()["BATCH_SIZE"])
-        objects = reading_sources(registration, queryset.order_by("pk"))
-        embedded = 0
-        failures: list[Failure] = []
-        batch: list[Any] = []
-
-        def flush() -> None:
-            nonlocal embedded
-            items = items_of(registration, batch, column_known=False)
-            good, vectors, failed = embed_items(registration, items)
-            embedded += write_vectors(registration, good, vectors, using=using)
-            failures.extend(failed)
-            batch.clear()
-
+        config = get_settings()
+        selected = queryset.count()
+        if selected > config["ADMIN_REEMBED_MAX_ROWS"]:
+            self._reembed_outside_the_request(request, registration, queryset, selected)
+            return
+        result = BackfillResult(registration)
         try:
-            for obj in objects.iterator(chunk_size=batch_size):
-                batch.append(obj)
-                if len(batch) >= batch_size:
-                    flush()
-            if batch:
-                flush()
+            embed_rows(
+                registration,
+                queryset,
+                force=True,
+                on_error="skip",
+                batch_size=int(config["BATCH_SIZE"]),
+                deadline=time.monotonic() + config["ADMIN_REEMBED_MAX_SECONDS"],
+                result=result,
+            )
         except InvalidEmbedderError as e:  # a broken VECTORSEARCH_EMBEDDERS setting
             self.message_user(request, str(e), messages.ERROR)
             return
+        except DatabaseError as e:  # the batches before it are written: say so
+            self._report_reembed(request, registration, queryset, result, selected)
+            self.message_user(
+                request,
+                gettext(
+                    "The re-embed stopped on a database error (%(error)s): %(left)s of the "
+                    "%(selected)s selected %(name)s were not re-embedded. Select them again, or "
+                    "run: %(command)s"
+                )
+                % {
+                    "error": (str(e).strip().splitlines() or [type(e).__name__])[0],
+                    "left": number_format(
+                        max(selected - result.embedded - len(result.failures), 0),
+                        force_grouping=True,
+                    ),
+                    "selected": number_format(selected, force_grouping=True),
+                    "name": self._reembed_name(selected),
+                    "command": backfill_command(registration, queryset.db),
+                },
+                messages.ERROR,
+            )
+            return
+        self._report_reembed(request, registration, queryset, result, selected)
+
+    def _report_reembed(
+        self,
+        request: HttpRequest,
+        registration: Registration,
+        queryset: models.QuerySet[Any],
+        result: BackfillResult,
+        selected: int,
+    ) -> None:
+        embedded, failures = result.embedded, result.failures
         if embedded:
             self.message_user(
                 request,
                 ngettext(
                     "Re-embedded %(count)d %(name)s.", "Re-embedded %(count)d %(name)s.", embedded
                 )
-                % {
-                    "count": embedded,
-                    "name": self.model._meta.verbose_name
-                    if embedded == 1
-                    else self.model._meta.verbose_name_plural,
-                },
+                % {"count": embedded, "name": self._reembed_name(embedded)},
                 messages.SUCCESS,
             )
         if failures:
@@ -656,8 +707,119 @@ class VectorSearchAdminMixin(_Base):
                 % {"count": len(failures), "errors": failure_summary(failures)},
                 messages.ERROR,
             )
-        if not embedded and not failures:
+        if not result.complete:
+            left = max(selected - result.rows, 0)
+            self.message_user(
+                request,
+                gettext(
+                    "Stopped after %(seconds)s s (VECTORSEARCH['ADMIN_REEMBED_MAX_SECONDS']) so "
+                    "that the page answers in time: %(left)s of the %(selected)s selected "
+                    "%(name)s were not re-embedded. Select them again, or run: %(command)s"
+                )
+                % {
+                    "seconds": get_settings()["ADMIN_REEMBED_MAX_SECONDS"],
+                    "left": number_format(left, force_grouping=True),
+                    "selected": number_format(selected, force_grouping=True),
+                    "name": self._reembed_name(selected),
+                    "command": backfill_command(registration, queryset.db),
+                },
+                messages.WARNING,
+            )
+        if not embedded and not failures and result.complete:
             self.message_user(request, gettext("Nothing was re-embedded."), messages.WARNING)
+
+    def _reembed_name(self, count: int) -> Any:
+        meta = self.model._meta
+        return meta.verbose_name if count == 1 else meta.verbose_name_plural
+
+    def _reembed_outside_the_request(
+        self,
+        request: HttpRequest,
+        registration: Registration,
+        queryset: models.QuerySet[Any],
+        selected: int,
+    ) -> None:
+        """Too many objects for one request: queue them as background tasks of at most
+        ``ADMIN_REEMBED_MAX_ROWS`` objects each, when a task backend runs tasks outside the
+        request and there are at most :data:`REEMBED_MAX_TASKS` such tasks; otherwise re-embed
+        nothing and give the command that does it."""
+        limit = int(get_settings()["ADMIN_REEMBED_MAX_ROWS"])
+        using = queryset.db
+        values: dict[str, Any] = {
+            "count": number_format(selected, force_grouping=True),
+            "name": self._reembed_name(selected),
+            "limit": number_format(limit, force_grouping=True),
+            "command": backfill_command(registration, using),
+        }
+        backend = tasks.background_backend()
+        if backend is not None and selected > limit * REEMBED_MAX_TASKS:
+            # Reading and queueing that many ids would itself hold the request too long.
+            values["tasks"] = REEMBED_MAX_TASKS
+            self.message_user(
+                request,
+                gettext(
+                    "Nothing was re-embedded: %(count)s %(name)s are more than the admin "
+                    "queues as %(tasks)d background tasks of "
+                    "VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)s. Run instead: "
+                    "%(command)s (it re-embeds every row of the model, not only the selected "
+                    "ones)."
+                )
+                % values,
+                messages.WARNING,
+            )
+            return
+        if backend is not None:
+            ids = [str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True)]
+            try:
+                queued = tasks.enqueue(registration, ids, using, force=True, chunk_size=limit)
+            except Exception as e:  # whatever the site's task backend raises
+                values["error"] = f"{type(e).__name__}: {e}"
+                self.message_user(
+                    request,
+                    gettext(
+                        "Nothing was re-embedded: queueing the %(count)s %(name)s failed "
+                        "(%(error)s). Run instead: %(command)s"
+                    )
+                    % values,
+                    messages.ERROR,
+                )
+                return
+            values.update(tasks=queued, backend=getattr(backend, "alias", "default"))
+            self.message_user(
+                request,
+                gettext(
+                    "%(count)s %(name)s are more than the admin re-embeds during a request "
+                    "(VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)s): they were queued as "
+                    "%(tasks)d background task(s) on the task backend '%(backend)s' and are "
+                    "re-embedded when a worker runs them. Each task's result says how many it "
+                    "embedded and which failed."
+                )
+                % values,
+                messages.SUCCESS,
+            )
+            return
+        self.message_user(
+            request,
+            gettext(
+                "Nothing was re-embedded: %(count)s %(name)s are more than the admin re-embeds "
+                "during a request (VECTORSEARCH['ADMIN_REEMBED_MAX_ROWS'] = %(limit)s), and no "
+                "task backend runs tasks in the background (TASKS). Run instead: %(command)s "
+                "(it re-embeds every row of the model, not only the selected ones)."
+            )
+            % values,
+            messages.WARNING,
+        )
+
+
+#: The most background tasks (of ``ADMIN_REEMBED_MAX_ROWS`` objects each) one re-embed queues;
+#: a larger selection is refused with the command to run.
+REEMBED_MAX_TASKS = 100
+
+
+def backfill_command(registration: Registration, using: str) -> str:
+    """The ``manage.py`` command that re-embeds every object of ``registration``."""
+    database = "" if using == "default" else f" --database {using}"
+    return f"python manage.py vectorsearch_backfill {registration.label} --all-rows{database}"
 
 
 def _place_display(entry: Any, name: str | None, shown: list[bool]) -> Any:
@@ -790,8 +952,6 @@ class EmbeddingAdmin(_EmbeddingAdminBase):
         registration = self._registration(row)
         if registration is None:
             return str(STATE_LABELS["unregistered"])
-        from .sync import State, classify, items_of
-
         if hasattr(row, "_vectorsearch_object"):  # loaded for the whole page
             obj = row._vectorsearch_object
         else:

@@ -18,6 +18,7 @@ class VectorSearchConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the system checks)
         from .fields import check_vectors_before_save
         from .operations import create_extension_before_migrate
+        from .signals import connect as connect_sync_signals
 
         # Operator classes on index expressions (HnswIndex(Cast(...), distance=...)) need
         # OpClass registered as a wrapper, which django.contrib.postgres does only when it is
@@ -31,3 +32,5 @@ class VectorSearchConfig(AppConfig):
             sender=self,
             dispatch_uid="vectorsearch.create_extension",
         )
+        # Saves and deletes of registered models, and of those registered later on.
+        connect_sync_signals()

@@ -32,8 +32,19 @@ from django.db import DatabaseError, connections
 
 from .conf import get_settings
 from .distances import IndexMethod, vector_type_of
-from .indexes import index_distance, index_method, indexed_targets, vector_indexes
+from .exceptions import InvalidEmbedderError
+from .indexes import (
+    QUANTIZABLE_TYPES,
+    QUANTIZATIONS,
+    index_distance,
+    index_method,
+    indexed_targets,
+    quantization_of,
+    vector_indexes,
+)
 from .operations import extension_version, invalid_vector_indexes
+from .registry import HNSW_MAX_VECTOR_DIMENSIONS, registry
+from .tasks import task_decorator
 
 # The most dimensions an index can cover, by column type (pgvector 0.8, HNSW and IVFFlat alike).
 INDEX_MAX_DIMENSIONS = {"vector": 2_000, "halfvec": 4_000, "bit": 64_000}
@@ -80,6 +91,26 @@ def _check_index(model: Any, index: Any) -> list[checks.CheckMessage]:
     def error(id: str, msg: str, hint: str | None = None) -> None:
         errors.append(checks.Error(f"{label} {msg}", hint=hint, obj=model, id=id))
 
+    quantization = quantization_of(index)
+    if quantization is not None:
+        column = model._meta.get_field(index.fields[0].lstrip("-"))
+        vtype = vector_type_of(column)
+        if vtype not in QUANTIZABLE_TYPES:
+            error(
+                "vectorsearch.E008",
+                f"quantizes {index.fields[0]!r}, {_article(str(vtype))} column, as {quantization}; "
+                f"quantization applies to {' and '.join(QUANTIZABLE_TYPES)} columns.",
+                "Index the column as it is: HnswIndex(fields=[...], distance=...).",
+            )
+            return errors
+        allowed = QUANTIZATIONS[quantization]
+        if distance not in allowed:
+            error(
+                "vectorsearch.E009",
+                f"cannot serve the {distance} distance with quantization={quantization!r}; "
+                f"it serves: {', '.join(d.value for d in allowed)}.",
+                "Choose one of those distances, or another quantization.",
+            )
     if len(targets) > 1:
         error(
             "vectorsearch.E007",
@@ -118,7 +149,11 @@ def _check_index(model: Any, index: Any) -> list[checks.CheckMessage]:
                 f"{vtype} takes at most {limit:,}.",
                 f"Use an embedding model with fewer dimensions.{alternative}",
             )
-        if distance is not None and method not in distance.index_methods(vtype):
+        if (
+            distance is not None
+            and quantization is None
+            and method not in distance.index_methods(vtype)
+        ):
             possible = ", ".join(
                 d.value for d in type(distance) if method in d.index_methods(vtype)
             )
@@ -199,8 +234,6 @@ def check_invalid_indexes(
 def check_registrations(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    from .registry import HNSW_MAX_VECTOR_DIMENSIONS, registry
-
     errors: list[checks.CheckMessage] = []
     models = set(_models(app_configs)) if app_configs is not None else None
     for registration in registry:
@@ -211,8 +244,6 @@ def check_registrations(
 
 
 def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMessage]:
-    from .exceptions import InvalidEmbedderError
-
     model = registration.model
     label = f"vectorsearch.register({model._meta.label})"
     errors: list[checks.CheckMessage] = []
@@ -321,17 +352,14 @@ def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMe
                 )
             )
     mode = registration.sync or get_settings()["SYNC"]
-    if mode == "task":
-        from .tasks import task_decorator
-
-        if task_decorator() is None:
-            errors.append(
-                checks.Error(
-                    f"{label}: SYNC is 'task' but no tasks framework is installed.",
-                    hint="pip install 'django-vectorsearch[tasks]' (django-tasks) on Django 5.2, "
-                    "or set VECTORSEARCH = {'SYNC': 'immediate'}.",
-                    obj=model,
-                    id="vectorsearch.E024",
-                )
+    if mode == "task" and task_decorator() is None:
+        errors.append(
+            checks.Error(
+                f"{label}: SYNC is 'task' but no tasks framework is installed.",
+                hint="pip install 'django-vectorsearch[tasks]' (django-tasks) on Django 5.2, "
+                "or set VECTORSEARCH = {'SYNC': 'immediate'}.",
+                obj=model,
+                id="vectorsearch.E024",
             )
+        )
     return errors

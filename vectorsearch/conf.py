@@ -17,7 +17,13 @@ from django.dispatch import receiver
 
 from .exceptions import ImproperlyConfiguredVectorSearch
 
-__all__ = ["DEFAULTS", "get_settings"]
+__all__ = ["DEFAULTS", "EF_SEARCH_RANGE", "SYNC_MODES", "get_settings"]
+
+#: What saving a registered object does to its vector (``SYNC`` below, ``register(sync=...)``):
+#: embed in ``post_save``, enqueue a background task, or leave it to the backfill.
+SYNC_MODES = ("immediate", "task", "manual")
+#: pgvector's bounds for hnsw.ef_search.
+EF_SEARCH_RANGE = (1, 1000)
 
 DEFAULTS: dict[str, Any] = {
     # Create the pgvector extension at the start of `migrate` when it is missing. Turn off where a
@@ -33,19 +39,27 @@ DEFAULTS: dict[str, Any] = {
     # 400 gives recall@10 0.979 (0.985 on another 300), 500 gives 0.980 (0.988), 600 0.986 at
     # ~20% more time; 50% filters reach 0.987+ from 400.
     "FILTERED_EF_SEARCH": 500,
+    # Searches over a binary-quantized index (HnswIndex(quantization="binary")) find this many
+    # times the rows asked by Hamming distance, then keep the nearest by the full distance.
+    "BINARY_OVERFETCH": 4,
     # hnsw.max_scan_tuples of the iterative index scans of filtered searches: how many index
     # tuples a scan may visit before it gives up (pgvector: 20000); an exact scan then completes
     # a short answer.
     "MAX_SCAN_TUPLES": 20_000,
-    # When a filtered search does not say exact= or not, it scans the filtered rows exactly if the
-    # planner expects at most this many of them, and uses the index otherwise.
-    "EXACT_SEARCH_MAX_ROWS": 5_000,
-    # Run a search shape seen before (same filters and arguments, another vector) with the SQL
-    # compiled for it then (docs/query.md, "Repeated searches"). Turn off if a custom lookup or
-    # expression compiles to SQL that depends on request state other than the time zone.
-    "REPLAY_SEARCHES": True,
+    # When a filtered search does not say exact= or not: None (default) lets the planner compare
+    # the cost of an exact scan of the rows the filters keep with an iterative index scan
+    # (vectorsearch.ranking.planner); a number scans exactly when it expects at most that many.
+    "EXACT_SEARCH_MAX_ROWS": None,
+    # The PostgreSQL text search configuration of keyword and hybrid search (to_tsvector's
+    # first argument): the language of the site's text.
+    "TEXT_SEARCH_CONFIG": "english",
     # Reciprocal rank fusion constant for hybrid search: 1 / (RRF_K + rank).
     "RRF_K": 60,
+    # vectorsearch.search(mode="hybrid") (the search page): each list's candidates and the
+    # weights of its ranks, weight / (RRF_K + rank); measured by benchmarks/relevance.py.
+    "HYBRID_CANDIDATES": 100,
+    "HYBRID_VECTOR_WEIGHT": 0.5,
+    "HYBRID_TEXT_WEIGHT": 0.5,
     # What saving a registered object does to its vector: "immediate" (embed in post_save),
     # "task" (enqueue vectorsearch.tasks.embed_objects on commit, run by Django's tasks framework
     # or the django-tasks package) or "manual" (nothing; run vectorsearch_backfill from cron).
@@ -53,6 +67,14 @@ DEFAULTS: dict[str, Any] = {
     "SYNC": "immediate",
     # Rows a backfill embeds and writes per transaction (vectorsearch_backfill --batch-size).
     "BATCH_SIZE": 256,
+    # The admin's "Re-embed selected" runs in the request for at most this many objects (1,000
+    # notes took 2.5 s with the 384-dimension HashingEmbedder, benchmarks/bench_admin_reembed.py);
+    # a larger selection is queued as background tasks, or refused with the vectorsearch_backfill
+    # command to run when no task backend runs tasks in the background.
+    "ADMIN_REEMBED_MAX_ROWS": 1000,
+    # ...and stops between batches after this many seconds, saying how far it got, so a slow
+    # embedder never holds the request past a worker timeout.
+    "ADMIN_REEMBED_MAX_SECONDS": 10,
     # The ceiling, in MB, of the maintenance_work_mem vectorsearch_index sizes to the data.
     "INDEX_MAX_MAINTENANCE_WORK_MEM_MB": 2048,
     # The search page and JSON API (vectorsearch.views): results per page when the request does
@@ -71,6 +93,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def sync_modes_text() -> str:
+    """The sync modes as an error message lists them: ``'immediate', 'task' or 'manual'``."""
+    *first, last = (repr(mode) for mode in SYNC_MODES)
+    return f"{', '.join(first)} or {last}"
+
+
 @cache
 def get_settings() -> dict[str, Any]:
     """The ``VECTORSEARCH`` setting merged over :data:`DEFAULTS`."""
@@ -84,17 +112,30 @@ def get_settings() -> dict[str, Any]:
             f"Known keys: {', '.join(sorted(DEFAULTS))}."
         )
     merged = {**DEFAULTS, **user}
-    if merged["SYNC"] not in ("immediate", "task", "manual"):
+    if merged["SYNC"] not in SYNC_MODES:
         raise ImproperlyConfiguredVectorSearch(
-            f"VECTORSEARCH['SYNC'] must be 'immediate', 'task' or 'manual', not {merged['SYNC']!r}."
+            f"VECTORSEARCH['SYNC'] must be {sync_modes_text()}, not {merged['SYNC']!r}."
         )
-    for key in ("CREATE_EXTENSION", "REPLAY_SEARCHES"):
+    if not isinstance(merged["TEXT_SEARCH_CONFIG"], str) or not merged["TEXT_SEARCH_CONFIG"]:
+        raise ImproperlyConfiguredVectorSearch(
+            "VECTORSEARCH['TEXT_SEARCH_CONFIG'] must name a text search configuration, e.g. "
+            f"'english' or 'simple', not {merged['TEXT_SEARCH_CONFIG']!r}."
+        )
+    for key in ("HYBRID_VECTOR_WEIGHT", "HYBRID_TEXT_WEIGHT"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ImproperlyConfiguredVectorSearch(
+                f"VECTORSEARCH[{key!r}] must be a number from 0 to 1, not {value!r}."
+            )
+    for key in ("CREATE_EXTENSION",):
         if not isinstance(merged[key], bool):
             raise ImproperlyConfiguredVectorSearch(
                 f"VECTORSEARCH[{key!r}] must be True or False, not {merged[key]!r}."
             )
     for key in (
         "BATCH_SIZE",
+        "ADMIN_REEMBED_MAX_ROWS",
+        "ADMIN_REEMBED_MAX_SECONDS",
         "INDEX_MAX_MAINTENANCE_WORK_MEM_MB",
         "SEARCH_PER_PAGE",
         "SEARCH_MAX_PER_PAGE",
@@ -108,7 +149,30 @@ def get_settings() -> dict[str, Any]:
             raise ImproperlyConfiguredVectorSearch(
                 f"VECTORSEARCH[{key!r}] must be a positive whole number, not {value!r}."
             )
+    for key, (low, high) in _RANGES.items():
+        value = merged[key]
+        if value is None and key in _OPTIONAL:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ImproperlyConfiguredVectorSearch(
+                f"VECTORSEARCH[{key!r}] must be a whole number from {low} to {high}, not {value!r}."
+            )
     return merged
+
+
+# Settings whose None means "choose for me".
+_OPTIONAL = {"EXACT_SEARCH_MAX_ROWS"}
+# The integer settings with a range of their own (the others must be positive).
+_RANGES = {
+    "MAX_K": (1, 100_000),
+    "EF_SEARCH": EF_SEARCH_RANGE,
+    "FILTERED_EF_SEARCH": EF_SEARCH_RANGE,
+    "MAX_SCAN_TUPLES": (1, 2**31 - 1),
+    "EXACT_SEARCH_MAX_ROWS": (0, 2**63 - 1),
+    "RRF_K": (0, 1_000_000),
+    "BINARY_OVERFETCH": (1, 100),
+    "HYBRID_CANDIDATES": (1, 10_000),
+}
 
 
 @receiver(setting_changed)

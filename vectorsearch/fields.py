@@ -407,11 +407,6 @@ def check_vectors_before_save(
         raise ValidationError(errors)
 
 
-#: Set on a Query (``query.vectorsearch_binary = True``) whose rows go straight to Python:
-#: its vector and halfvec columns are then selected in pgvector's binary form.
-BINARY_READS = "vectorsearch_binary"
-
-
 class _DenseMixin:
     """vector and halfvec: written as :func:`dense_text`, read back as the exact float32 (float16)
     numbers the column stores.
@@ -420,8 +415,8 @@ class _DenseMixin:
     ``0.1`` reads back as ``0.10000000149011612``, the float32 it is, as ``pgvector.psycopg``'s
     binary loader gives it; the same row never reads back as two different lists.
 
-    The queries the search layer runs for model instances (:mod:`vectorsearch.query`) set
-    :data:`BINARY_READS` on their Query: a 384-dimension vector is ~4 KB of decimal text that the
+    The queries the search layer runs for model instances select the column as
+    ``vectorsearch.ranking.expressions.BinaryVector``: a 384-dimension vector is ~4 KB of decimal text that the
     server formats and Python parses float by float -- for the ten rows of a search about 0.8 ms,
     a third of the query -- while ``vector_send(column)`` sends the bytes, decoded in one numpy
     call. Only there: elsewhere a selected column may be ordered, grouped, compared (DISTINCT,
@@ -431,16 +426,6 @@ class _DenseMixin:
     vector_type: ClassVar[str]
     _send_function: ClassVar[str]
     _dtype: ClassVar[type[np.floating[Any]]]
-
-    def select_format(self, compiler: Any, sql: str, params: Any) -> tuple[str, Any]:
-        query = compiler.query
-        if getattr(query, BINARY_READS, False) and not query.subquery:
-            # vector_send() costs ~3 us a row. Where PostgreSQL sorts instead of walking the
-            # index (a small table, a filter it serves from a B-tree), it would run for every
-            # row entering the sort: 35 ms instead of 13 ms for 10,000 rows. A volatile
-            # expression is evaluated after Sort and Limit, for the k rows returned only.
-            return f"CASE WHEN random() >= 0 THEN {self._send_function}({sql}) END", params
-        return sql, params
 
     def get_prep_value(self, value: Any) -> Any:
         if value is None or hasattr(value, "resolve_expression"):
@@ -538,13 +523,12 @@ class SparseVectorField(_ValidatedMixin, pgvector_django.SparseVectorField):
     @cached_property
     def _max_nonzeros(self) -> int:
         # An HNSW index on a sparsevec column takes at most 1,000 non-zero elements per row.
-        from .indexes import index_field_names, index_method, vector_indexes
-
         model = getattr(self, "model", None)
-        if model is not None:
-            for index in vector_indexes(model):
-                if index_method(index) == "hnsw" and self.name in index_field_names(index, model):
-                    return SPARSEVEC_HNSW_MAX_NNZ
+        for index in model._meta.indexes if model is not None else ():
+            if isinstance(index, pgvector_django.HnswIndex) and self.name in [
+                name.lstrip("-") for name in index.fields
+            ]:
+                return SPARSEVEC_HNSW_MAX_NNZ
         return SPARSEVEC_MAX_NNZ
 
 

@@ -14,14 +14,25 @@ from typing import Any
 from django.contrib.postgres.indexes import OpClass
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.backends.ddl_references import Statement
-from django.db.models import Model
+from django.db.models import F, Func, Model
 from django.db.models.expressions import Col
+from django.db.models.functions import Cast
 from django.db.models.sql import Query
 from pgvector import django as pgvector_django
 
 from .distances import OPCLASS_DISTANCES, Distance, IndexMethod, vector_type_of
+from .fields import BitField, HalfVectorField
 
-__all__ = ["HnswIndex", "IvfflatIndex", "VectorIndexMixin"]
+__all__ = ["QUANTIZATIONS", "HnswIndex", "IvfflatIndex", "VectorIndexMixin", "quantized_expression"]
+
+#: ``HnswIndex(quantization=...)``: what a full-precision column can be indexed as, and the
+#: distances each serves (binary: a Hamming search, re-ranked by the full-precision distance).
+QUANTIZATIONS: dict[str, tuple[Distance, ...]] = {
+    "halfvec": (Distance.COSINE, Distance.L2, Distance.INNER_PRODUCT, Distance.L1),
+    "binary": (Distance.COSINE, Distance.L2, Distance.INNER_PRODUCT),
+}
+#: The column types a quantized index can be declared on.
+QUANTIZABLE_TYPES = ("vector", "halfvec")
 
 # pgvector's bounds for the index build parameters (pgvector 0.8).
 HNSW_M_RANGE = (2, 100)
@@ -72,6 +83,8 @@ class VectorIndexMixin:
         path, args, kwargs = super().deconstruct()  # type: ignore[misc]
         if self.distance is not None:
             kwargs["distance"] = self.distance.value
+        if getattr(self, "quantization", None) is not None:
+            kwargs["quantization"] = self.quantization  # type: ignore[attr-defined]
         return path, args, kwargs
 
     def create_sql(
@@ -106,7 +119,15 @@ class VectorIndexMixin:
         if self.distance is None:
             return self
         index = copy.copy(self)
-        if self.fields:
+        quantization = getattr(self, "quantization", None)
+        if quantization is not None:
+            field = model._meta.get_field(self.fields[0].lstrip("-"))
+            expression = quantized_expression(field, quantization)
+            vtype = "bit" if quantization == "binary" else "halfvec"
+            distance = Distance.HAMMING if quantization == "binary" else self.distance
+            index.fields, index.fields_orders, index.opclasses = [], [], ()
+            index.expressions = (OpClass(expression, name=distance.opclass(vtype, self.method)),)
+        elif self.fields:
             types = [
                 vector_type_of(model._meta.get_field(name))  # type: ignore[arg-type]
                 for name, _ in index.fields_orders
@@ -140,8 +161,22 @@ class HnswIndex(VectorIndexMixin, pgvector_django.HnswIndex):
         distance: Distance | str | None = None,
         m: int | None = None,
         ef_construction: int | None = None,
+        quantization: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if quantization is not None:
+            if quantization not in QUANTIZATIONS:
+                raise ValueError(
+                    f"quantization must be one of {', '.join(map(repr, QUANTIZATIONS))} or None, "
+                    f"not {quantization!r}."
+                )
+            if expressions or len(kwargs.get("fields") or ()) != 1 or distance is None:
+                raise ValueError(
+                    "quantization= takes fields=[one vector field] and distance=, e.g. "
+                    f'HnswIndex(fields=["embedding"], distance="cosine", '
+                    f"quantization={quantization!r})."
+                )
+        self.quantization = quantization
         _check_range("m", m, HNSW_M_RANGE)
         _check_range("ef_construction", ef_construction, HNSW_EF_CONSTRUCTION_RANGE)
         if ef_construction is not None and ef_construction < 2 * (m or 16):
@@ -173,6 +208,27 @@ class IvfflatIndex(VectorIndexMixin, pgvector_django.IvfflatIndex):
         super().__init__(*expressions, lists=lists, **kwargs)
 
 
+class BinaryQuantize(Func):
+    """pgvector's ``binary_quantize(vector)``: one bit per dimension, set where it is > 0."""
+
+    function = "binary_quantize"
+
+
+def quantized_expression(field: Any, quantization: str, value: Any = None) -> Any:
+    """``field`` (or ``value``, a query vector) as a quantized index stores it:
+    ``embedding::halfvec(n)`` or ``binary_quantize(embedding)::bit(n)``."""
+    size = getattr(field, "dimensions", None)
+    source = F(field.name) if value is None else value
+    if quantization == "halfvec":
+        return Cast(source, HalfVectorField(dimensions=size))
+    return Cast(BinaryQuantize(source, output_field=BitField(length=size)), BitField(length=size))
+
+
+def quantization_of(index: Any) -> str | None:
+    """The quantization of a vector index, or None for a full-precision one."""
+    return getattr(index, "quantization", None)
+
+
 def vector_indexes(model: type[Model]) -> list[Any]:
     """The model's HNSW/IVFFlat indexes (this app's and ``pgvector.django``'s)."""
     return [
@@ -191,6 +247,17 @@ def index_distance(index: Any, model: type[Model]) -> Distance | None:
     if isinstance(index, VectorIndexMixin):
         return index.distance_for(model)
     return VectorIndexMixin.distance_for(index, model)
+
+
+def served_distances(model: type[Model], field_name: str) -> set[Distance]:
+    """The distances the plain vector indexes of ``model.field_name`` serve (the table's own
+    ``Meta.indexes``: pass the model that declares the column)."""
+    found = {
+        index_distance(index, model)
+        for index in vector_indexes(model)
+        if serves_column(index, field_name)
+    }
+    return {d for d in found if d is not None}
 
 
 def serves_column(index: Any, field_name: str) -> bool:
@@ -219,6 +286,12 @@ def indexed_targets(index: Any, model: type[Model]) -> list[tuple[str, Any]]:
     ``Cast("embedding", HalfVectorField(dimensions=3072))`` is a halfvec of 3,072 dimensions,
     whatever the column is). Raises FieldDoesNotExist for a field the model lacks.
     """
+    quantization = quantization_of(index)
+    if index.fields and quantization is not None:
+        name = index.fields[0].lstrip("-")
+        field = model._meta.get_field(name)
+        stored = quantized_expression(field, quantization).output_field
+        return [(f"{name!r} as {quantization}", stored)]
     if index.fields:
         return [
             (repr(name), model._meta.get_field(name))

@@ -10,8 +10,10 @@ Call :func:`register` from an ``AppConfig.ready()``::
             vectorsearch.register(FlatPage, fields=["title", "content"])  # generic Embedding table
 
 With ``vector_field`` the vector lives in that column of the model; without it, in the generic
-:class:`vectorsearch.models.Embedding` table, for models whose tables can't change. Registering
-connects the model's ``post_save``/``post_delete`` signals (see :mod:`vectorsearch.sync`).
+:class:`vectorsearch.models.Embedding` table, for models whose tables can't change. Saves and
+deletes of a registered model keep its vectors in step through the receivers of
+:mod:`vectorsearch.signals`; this module only records what is registered and sends
+:data:`registration_changed`, so it imports nothing that acts on registrations.
 """
 
 from __future__ import annotations
@@ -21,22 +23,33 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from django.apps import apps
 from django.db import models
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import OuterRef
 from django.db.models.functions import Cast
+from django.dispatch import Signal
 
+from .conf import SYNC_MODES
 from .distances import Distance, vector_type_of
 from .embedders import embedders
 from .embedders.base import BaseEmbedder
-from .exceptions import InvalidQuery, NotRegistered
+from .exceptions import NotRegistered
 from .fields import HalfVectorField, VectorField
+from .indexes import served_distances
 
-__all__ = ["Registration", "Registry", "embed_query", "register", "registry", "unregister"]
+__all__ = [
+    "Registration",
+    "Registry",
+    "register",
+    "registration_changed",
+    "registry",
+    "unregister",
+]
 
-#: The sync modes: embed in ``post_save``, enqueue a background task, or leave it to the backfill.
-SYNC_MODES = ("immediate", "task", "manual")
+#: Sent by :meth:`Registry.register` and :meth:`Registry.unregister`, with the registry as sender
+#: and ``model=`` the model whose registrations changed. :mod:`vectorsearch.signals` listens to
+#: the site's registry to connect or disconnect that model's save and delete receivers.
+registration_changed = Signal()
 # pgvector's HNSW limit on a vector column; beyond it the generic table is indexed as halfvec.
 HNSW_MAX_VECTOR_DIMENSIONS = 2_000
 
@@ -55,6 +68,9 @@ class Registration:
     filters: tuple[str, ...] = ()
     distance: Distance = Distance.COSINE
     sync: str | None = None
+    #: False: saves and deletes leave this registration's vectors alone (the receivers of
+    #: :mod:`vectorsearch.signals` skip it); only the backfill and the admin action write them.
+    connect_signals: bool = True
 
     @property
     def key(self) -> str:
@@ -147,16 +163,14 @@ class Registration:
         return vector_type_of(field) or "vector"
 
     def query_distance(self) -> Distance:
-        """The distance searches use: the one the vector field's index serves (by the same rule
-        as ``similar_to()``), else the registration's ``distance``."""
-        if self.vector_field is None:
-            return self.distance
-        from .query import resolve_distance
-
-        try:
-            return resolve_distance(self.model, self.model_field(), None)
-        except InvalidQuery:  # no index on the column, or several serving different distances
-            return self.distance
+        """The distance searches use: the one the vector field's index serves, else the
+        registration's ``distance``."""
+        if self.vector_field is not None:
+            field = self.model_field()
+            indexed = served_distances(field.model, field.name)
+            if len(indexed) == 1:
+                return next(iter(indexed))
+        return self.distance
 
 
 class Registry:
@@ -181,7 +195,9 @@ class Registry:
 
         Arguments are checked here when they are wrong whatever the model (types, modes); the
         model's fields are checked by the system checks (``vectorsearch.E020``...), which can say
-        which field is wrong at start-up.
+        which field is wrong at start-up. With ``connect_signals=False`` saves and deletes leave
+        this registration's vectors alone: only the backfill (and the admin action) write them.
+        May be called at any time, also after start-up.
         """
         if isinstance(model, str):
             model = apps.get_model(model)
@@ -220,6 +236,7 @@ class Registry:
             filters=tuple(filters),
             distance=Distance.parse(distance),
             sync=sync,
+            connect_signals=connect_signals,
         )
         existing = self._registrations.setdefault(model, [])
         if any(r.key == registration.key for r in existing):
@@ -227,10 +244,7 @@ class Registry:
                 f"{registration.label} is registered already; call unregister() first to change it."
             )
         existing.append(registration)
-        if connect_signals:
-            from .sync import connect
-
-            connect(model)
+        registration_changed.send(sender=self, model=model)
         return registration
 
     def unregister(self, model: type[models.Model], key: str | None = None) -> None:
@@ -240,9 +254,7 @@ class Registry:
             self._registrations[model] = kept
         else:
             self._registrations.pop(model, None)
-            from .sync import disconnect
-
-            disconnect(model)
+        registration_changed.send(sender=self, model=model)
 
     def __iter__(self) -> Iterator[Registration]:
         for registrations in self._registrations.values():
@@ -316,35 +328,3 @@ def register(model: type[models.Model] | str, **kwargs: Any) -> Registration:
 
 def unregister(model: type[models.Model], key: str | None = None) -> None:
     registry.unregister(model, key)
-
-
-def embed_query(model: type[models.Model], field: str, text: str) -> Any:
-    """The query vector for ``text``, from the embedder registered for ``model.field``.
-
-    Raises :class:`InvalidQuery` when no embedder is registered for that field.
-    """
-    try:
-        registration = registry.get(model, vector_field=field)
-    except NotRegistered:
-        raise InvalidQuery(
-            "A text query needs an embedder, and none is registered for "
-            f"{model._meta.label}.{field}; "
-            "register one with vectorsearch.register(..., vector_field=...), or pass a vector "
-            "(a list of numbers or a numpy array)."
-        ) from None
-    vector: np.ndarray[Any, Any] = registration.embedder.embed_one(text)
-    return vector
-
-
-def comparable_vectors(model: type[models.Model], field: str, using: str) -> Q:
-    """A filter keeping the rows whose vector in ``field`` the registered embedder made.
-
-    A vector of another embedder (before a change of model, until the backfill replaces it)
-    lies in another space: ranking it against this embedder's query would be meaningless. Such
-    rows carry bookkeeping with another identity. Without a registration, every row is kept.
-    """
-    try:
-        registration = registry.get(model, vector_field=field)
-    except NotRegistered:
-        return Q()
-    return ~Q(Exists(registration.foreign_vectors(using)))

@@ -9,17 +9,22 @@ is then one of:
 - **unknown**: a vector whose source text is unknown (imported, or written by the site's own code
   before registration); kept by the backfill, replaced on the object's next save.
 
-``post_save`` embeds the saved object now (``SYNC = "immediate"``, the default), enqueues
-:func:`vectorsearch.tasks.embed_objects` (``"task"``) or does nothing (``"manual"``, for sites that
-only run the backfill); ``post_delete`` removes the object's vectors, so none is orphaned. Writes
-go through ``COPY ... (FORMAT BINARY)`` into a temporary table and one ``INSERT ... ON CONFLICT``
-(or ``UPDATE``) statement, inside one transaction per batch: a batch is written whole or not at
-all, which is what makes the backfill safe to kill and rerun.
+Every writer shares two pieces: :func:`embed_and_write`, one batch embedded and stored in one
+transaction, and :func:`embed_rows`, the loop over a queryset a batch at a time that the backfill,
+the admin's "Re-embed selected" and the background task (:mod:`vectorsearch.tasks`) run; a save
+(:mod:`vectorsearch.signals`) calls :func:`sync_objects`. Writes go through ``COPY ... (FORMAT
+BINARY)`` into a temporary table and one ``INSERT ... ON CONFLICT`` (or ``UPDATE``) statement,
+inside one transaction per batch: a batch is written whole or not at all, which is what makes the
+backfill safe to kill and rerun.
+
+This module knows nothing of signals or tasks: they call it, never the reverse. It is longer than
+400 lines while the COPY writer (``_copy_cursor``, ``copy_rows``, ``write_vectors``, ~110 lines)
+still lives here; that writer is moving to ``vectorsearch/bulk.py``, shared with the import.
 """
 
 from __future__ import annotations
 
-import logging
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +33,6 @@ from typing import Any
 import numpy as np
 from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models.signals import post_delete, post_save
 
 from .conf import get_settings
 from .exceptions import EmbeddingError
@@ -36,17 +40,20 @@ from .registry import Registration, registry
 
 __all__ = [
     "BackfillResult",
+    "Batch",
     "Item",
     "backfill",
     "classify",
     "delete_orphans",
+    "delete_vectors",
+    "embed_and_write",
+    "embed_rows",
     "iter_items",
     "status",
+    "sync_mode",
     "sync_objects",
     "write_vectors",
 ]
-
-logger = logging.getLogger("vectorsearch.sync")
 
 CURRENT, STALE, MISSING, UNKNOWN = "current", "stale", "missing", "unknown"
 STAGING = "vectorsearch_staging"
@@ -152,16 +159,22 @@ def reading_sources(registration: Registration, queryset: models.QuerySet[Any]) 
 
 
 def iter_items(
-    registration: Registration, *, batch_size: int, using: str = "default", after: Any = None
+    registration: Registration,
+    *,
+    batch_size: int,
+    using: str = "default",
+    after: Any = None,
+    queryset: models.QuerySet[Any] | None = None,
 ) -> Iterator[tuple[Any, list[Item]]]:
-    """Every object of the model, in primary key order, a batch at a time (keyset pagination).
+    """Every object of ``queryset`` (default: all of the model's in ``using``), in primary key
+    order, a batch at a time (keyset pagination).
 
     Yields ``(last primary key, items)``; each batch is one query, so a table of any size is
     read in bounded memory and no cursor is held between batches.
     """
-    queryset = reading_sources(
-        registration, registration.model._base_manager.using(using).order_by("pk")
-    )
+    if queryset is None:
+        queryset = registration.model._base_manager.using(using)
+    queryset = reading_sources(registration, queryset.order_by("pk"))
     if registration.vector_field is not None:
         queryset = queryset.annotate(
             _vs_has_vector=models.ExpressionWrapper(
@@ -386,6 +399,42 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+@dataclass
+class Batch:
+    """What :func:`embed_and_write` did with one batch."""
+
+    items: list[Item]  # those that got a vector
+    vectors: np.ndarray[Any, Any]
+    failures: list[Failure]
+    written: int  # objects whose vector was stored (one deleted meanwhile is not)
+
+
+def embed_and_write(
+    registration: Registration,
+    items: Sequence[Item],
+    *,
+    identity: str | None = None,
+    using: str = "default",
+    on_error: str = "stop",
+    hint: str = "",
+) -> Batch:
+    """Embed ``items`` and store their vectors in one transaction: the step every writer shares.
+
+    When the embedder fails for some items, ``on_error="stop"`` raises :class:`EmbeddingError`
+    naming them (the first five), followed by ``hint``, and writes nothing; ``"skip"`` writes
+    the others and returns the failures.
+    """
+    identity = identity or registration.embedder.identity
+    good, vectors, failures = embed_items(registration, items)
+    if failures and on_error == "stop":
+        raise EmbeddingError(
+            f"{registration.label}: the embedder failed for {len(failures)} row(s) "
+            f"({failure_summary(failures)}); this batch was not written{hint}",
+        )
+    written = write_vectors(registration, good, vectors, identity=identity, using=using)
+    return Batch(good, vectors, failures, written)
+
+
 def sync_objects(
     registration: Registration,
     objects: Sequence[Any],
@@ -393,7 +442,11 @@ def sync_objects(
     using: str = "default",
     trust_unknown: bool = False,
 ) -> int:
-    """Embed and store the objects whose vector is missing or stale; return how many were."""
+    """Embed and store the objects whose vector is missing or stale; return how many were.
+
+    For objects in memory (a save): their text is read from the instances, and a model's own
+    vector column is set on them too. All or nothing: a failure raises :class:`EmbeddingError`.
+    """
     items = items_of(registration, objects, column_known=True)
     states = stored_states(registration, [i.object_id for i in items], using)
     identity = registration.embedder.identity
@@ -405,121 +458,22 @@ def sync_objects(
     ]
     if not todo:
         return 0
-    good, vectors, failures = embed_items(registration, todo)
-    if failures:
-        raise EmbeddingError(
-            f"Could not embed {registration.label} object(s) "
-            + "; ".join(f"pk={f.object_id}: {f.error}" for f in failures)
-        )
-    written = write_vectors(registration, good, vectors, identity=identity, using=using)
+    batch = embed_and_write(registration, todo, identity=identity, using=using, hint=".")
     if registration.vector_field is not None:
         # The column was written with SQL; give the instances the same value, or their next
         # save() would write the old one back over it.
         by_id = {str(obj.pk): obj for obj in objects}
         attname = registration.model_field().attname
-        for item, vector in zip(good, vectors, strict=True):
+        for item, vector in zip(batch.items, batch.vectors, strict=True):
             if item.object_id in by_id:
                 setattr(by_id[item.object_id], attname, vector.tolist())
-    return written
-
-
-# -- signals ------------------------------------------------------------------------------------
+    return batch.written
 
 
 def sync_mode(registration: Registration) -> str:
+    """What a save of this registration's model does: ``register(sync=...)``, else ``SYNC``."""
     mode: str = registration.sync or get_settings()["SYNC"]
     return mode
-
-
-def _on_save(
-    sender: type[models.Model],
-    instance: Any,
-    raw: bool = False,
-    using: str = "default",
-    update_fields: Iterable[str] | None = None,
-    **kwargs: Any,
-) -> None:
-    if raw:  # loaddata: the backfill embeds fixtures, which may not be consistent yet
-        return
-    for registration in _registrations_of(sender):
-        if (
-            update_fields is not None
-            and registration.text is None
-            and not set(update_fields) & set(registration.fields)
-        ):
-            continue  # none of the source fields was saved: the text cannot have changed
-        mode = sync_mode(registration)
-        if mode == "manual":
-            continue
-        if mode == "task":
-            _enqueue(registration, [instance.pk], using)
-            continue
-        try:
-            # A savepoint, so a failure here never breaks the caller's transaction.
-            with transaction.atomic(using=using):
-                sync_objects(registration, [instance], using=using)
-        except Exception:
-            # The object is saved; its vector stays missing or stale, which
-            # vectorsearch_status shows and vectorsearch_backfill repairs.
-            logger.exception(
-                "Could not embed %s pk=%s on save; run vectorsearch_backfill to retry.",
-                registration.label,
-                instance.pk,
-            )
-
-
-def _enqueue(registration: Registration, pks: Sequence[Any], using: str) -> None:
-    from .tasks import enqueue
-
-    enqueue(registration, [str(pk) for pk in pks], using)
-
-
-def _on_delete(
-    sender: type[models.Model], instance: Any, using: str = "default", **kwargs: Any
-) -> None:
-    model = sender._meta.concrete_model if sender._meta.proxy else sender
-    if model is not None:
-        delete_vectors(model, [str(instance.pk)], using)
-
-
-def _registrations_of(sender: type[models.Model]) -> list[Registration]:
-    """The registrations an object of ``sender`` feeds: its model's and, for a multi-table
-    child or a proxy, its parents' (saving a child saves the parent's row)."""
-    found = list(registry.for_model(sender))
-    for parent in sender._meta.get_parent_list():
-        found.extend(registry.for_model(parent))
-    return found
-
-
-def _senders(model: type[models.Model]) -> list[type[models.Model]]:
-    """``model`` and the models whose saves also save its rows: multi-table children, proxies.
-
-    Django sends ``post_save`` with the class of the object saved only.
-    """
-    from django.apps import apps
-
-    return [model] + [
-        other
-        for other in apps.get_models()
-        if other is not model and issubclass(other, model) and not other._meta.abstract
-    ]
-
-
-def connect(model: type[models.Model]) -> None:
-    for sender in _senders(model):
-        uid = f"vectorsearch.sync.{sender._meta.label_lower}"
-        post_save.connect(_on_save, sender=sender, dispatch_uid=uid, weak=False)
-        # A multi-table child's delete sends its parent's post_delete too; a proxy's does not.
-        if sender is model or sender._meta.proxy:
-            post_delete.connect(_on_delete, sender=sender, dispatch_uid=uid, weak=False)
-
-
-def disconnect(model: type[models.Model]) -> None:
-    for sender in _senders(model):
-        if sender is model or not _registrations_of(sender):
-            uid = f"vectorsearch.sync.{sender._meta.label_lower}"
-            post_save.disconnect(sender=sender, dispatch_uid=uid)
-            post_delete.disconnect(sender=sender, dispatch_uid=uid)
 
 
 # -- backfill and status ------------------------------------------------------------------------
@@ -527,15 +481,88 @@ def disconnect(model: type[models.Model]) -> None:
 
 @dataclass
 class BackfillResult:
-    """What a backfill of one registration did (or, with ``dry_run``, would do)."""
+    """What one run of :func:`embed_rows` (a backfill, a re-embed, a task) did, or, with
+    ``dry_run``, would do, for one registration."""
 
     registration: Registration
-    rows: int = 0
+    rows: int = 0  # objects read
     missing: int = 0
     stale: int = 0
     embedded: int = 0
     orphans_deleted: int = 0
     failures: list[Failure] = field(default_factory=list)
+    #: False when the run stopped at its deadline with objects left to read.
+    complete: bool = True
+
+
+def embed_rows(
+    registration: Registration,
+    queryset: models.QuerySet[Any] | None = None,
+    *,
+    force: bool = False,
+    stale_only: bool = False,
+    trust_unknown: bool = True,
+    batch_size: int = 256,
+    dry_run: bool = False,
+    on_error: str = "stop",
+    using: str | None = None,
+    deadline: float | None = None,
+    progress: Callable[[int], None] | None = None,
+    result: BackfillResult | None = None,
+) -> BackfillResult:
+    """Embed the objects of ``queryset`` that need it, a batch per transaction: the one loop
+    of the backfill, the admin's "Re-embed selected" and the background task.
+
+    ``queryset`` defaults to every object of the model in ``using`` (default: the queryset's
+    database, else ``"default"``); it is read in primary key order, ``batch_size`` objects a
+    query. Embedded are the missing and stale objects (only the stale ones with ``stale_only``),
+    or every object with ``force``. ``trust_unknown=False`` also replaces vectors of unknown
+    source (a save's task does, the backfill doesn't). ``on_error`` is :func:`embed_and_write`'s:
+    ``"stop"`` raises at the first failing batch (earlier batches stay written), ``"skip"``
+    returns the failures. ``deadline`` (a :func:`time.monotonic` value) stops the loop between
+    batches once passed, with ``complete=False`` in the result.
+
+    The counts go into ``result`` (a new :class:`BackfillResult` by default) batch by batch, so
+    a caller that passes its own still knows what was written when a later batch raises.
+    """
+    if using is None:
+        using = queryset.db if queryset is not None else "default"
+    if result is None:
+        result = BackfillResult(registration)
+    identity = registration.embedder.identity
+    hint = (
+        ", earlier ones were. Fix the cause and run again to resume, or pass on_error='skip' "
+        "(vectorsearch_backfill --on-error skip) to embed the other rows."
+    )
+    batches = iter_items(registration, batch_size=batch_size, using=using, queryset=queryset)
+    for _last, items in batches:
+        result.rows += len(items)
+        states = stored_states(registration, [i.object_id for i in items], using)
+        todo = []
+        for item in items:
+            state = states.get(item.object_id)
+            kind = classify(registration, item, state, identity, trust_unknown=trust_unknown)
+            if kind == MISSING:
+                result.missing += 1
+                if not stale_only:
+                    todo.append(item)
+            elif kind == STALE:
+                result.stale += 1
+                todo.append(item)
+            elif force:
+                todo.append(item)
+        if todo and not dry_run:
+            batch = embed_and_write(
+                registration, todo, identity=identity, using=using, on_error=on_error, hint=hint
+            )
+            result.failures.extend(batch.failures)
+            result.embedded += batch.written
+        if progress is not None:
+            progress(len(items))
+        if deadline is not None and len(items) == batch_size and time.monotonic() >= deadline:
+            result.complete = False
+            break
+    return result
 
 
 def backfill(
@@ -544,11 +571,13 @@ def backfill(
     batch_size: int = 256,
     dry_run: bool = False,
     stale_only: bool = False,
+    all_rows: bool = False,
     on_error: str = "stop",
     using: str = "default",
     progress: Callable[[int], None] | None = None,
 ) -> BackfillResult:
-    """Embed the missing and stale objects of one registration, a batch per transaction.
+    """Embed the missing and stale objects of one registration (every object with
+    ``all_rows``), a batch per transaction, then delete its orphan vectors.
 
     Resumable by construction: every batch is written whole or not at all, and a rerun skips
     what is current, so a run killed at any point and started again ends in exactly the state of
@@ -556,37 +585,16 @@ def backfill(
     :class:`EmbeddingError` naming its failing rows (nothing of that batch is written); with
     ``"skip"`` the other rows are written and the failures returned.
     """
-    result = BackfillResult(registration)
-    identity = registration.embedder.identity
-    for _last, items in iter_items(registration, batch_size=batch_size, using=using):
-        result.rows += len(items)
-        states = stored_states(registration, [i.object_id for i in items], using)
-        todo = []
-        for item in items:
-            kind = classify(registration, item, states.get(item.object_id), identity)
-            if kind == MISSING:
-                result.missing += 1
-                if not stale_only:
-                    todo.append(item)
-            elif kind == STALE:
-                result.stale += 1
-                todo.append(item)
-        if todo and not dry_run:
-            good, vectors, failures = embed_items(registration, todo)
-            if failures and on_error == "stop":
-                raise EmbeddingError(
-                    f"{registration.label}: the embedder failed for {len(failures)} row(s) "
-                    f"({failure_summary(failures)}); this batch was not written, earlier ones "
-                    "were. Fix the cause and run the command again to resume, or pass "
-                    "--on-error skip to embed the other rows.",
-                    positions=[],
-                )
-            result.failures.extend(failures)
-            result.embedded += write_vectors(
-                registration, good, vectors, identity=identity, using=using
-            )
-        if progress is not None:
-            progress(len(items))
+    result = embed_rows(
+        registration,
+        force=all_rows,
+        stale_only=stale_only,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        on_error=on_error,
+        using=using,
+        progress=progress,
+    )
     if not dry_run:
         result.orphans_deleted = delete_orphans(registration, using)
     return result

@@ -46,9 +46,9 @@ from .db import is_timeout, statement_timeout
 from .exceptions import EmbeddingError, InvalidQuery
 from .forms import SearchForm
 from .outages import log_error
+from .ranking.search import query_vector as search_query_vector
+from .ranking.search import search
 from .registry import Registration, registry
-from .search import query_vector as search_query_vector
-from .search import search
 
 __all__ = [
     "CheckedSearch",
@@ -403,6 +403,7 @@ class VectorSearchView(View):
                         k=k,
                         vector_field=registration.vector_field,
                         embedder=registration.embedder_alias,
+                        mode="semantic",
                     )
                     for obj in found:
                         distance = _finite(getattr(obj, "distance", None))
@@ -474,6 +475,7 @@ class VectorSearchView(View):
                 k=depth,
                 vector_field=registration.vector_field,
                 embedder=registration.embedder_alias,
+                mode="semantic",
             )
             counts = Counter(
                 str(v) for v in nearest.values_list(name, flat=True) if v not in (None, "")

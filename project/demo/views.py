@@ -42,9 +42,8 @@ def _passage(request: HttpRequest, pk: int) -> HttpResponse:
         with statement_timeout(get_settings()["SEARCH_STATEMENT_TIMEOUT_MS"]):
             # Unfiltered, so the HNSW index serves it (excluding the page's own passages in SQL
             # would make PostgreSQL rank every passage); the page's own are dropped here instead.
-            nearest = vectorsearch.search(
-                Passage.objects.all(), f"{shown.title}\n\n{shown.body}", k=30
-            )
+            # "More like this": the passage's stored vector, not its text embedded again.
+            nearest = vectorsearch.search(Passage.objects.all(), shown, k=30, mode="semantic")
             similar = [p for p in nearest if p.title != shown.title][:5]
     except vectorsearch.InvalidQuery:
         pass  # a passage with nothing to search by has no similar ones

@@ -63,3 +63,50 @@ class BenchItem(models.Model):
 
     def __str__(self) -> str:
         return f"BenchItem {self.pk} (category {self.category})"
+
+
+class HalfItem(models.Model):
+    """A float32 column indexed as halfvec (HnswIndex(quantization="halfvec"))."""
+
+    group = models.IntegerField(default=0)
+    embedding = VectorField(dimensions=16)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                fields=["embedding"], distance="cosine", quantization="halfvec", name="half_hnsw"
+            )
+        ]
+
+
+class BinaryItem(models.Model):
+    """A float32 column indexed by binary quantization, re-ranked by the full distance."""
+
+    group = models.IntegerField(default=0)
+    embedding = VectorField(dimensions=64)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                fields=["embedding"], distance="cosine", quantization="binary", name="binary_hnsw"
+            )
+        ]
+
+
+class WideItem(models.Model):
+    """3,072 dimensions: more than an HNSW index on a vector takes, indexed as halfvec."""
+
+    embedding = VectorField(dimensions=3072)
+
+    objects = VectorManager()
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                fields=["embedding"], distance="cosine", quantization="halfvec", name="wide_hnsw"
+            )
+        ]

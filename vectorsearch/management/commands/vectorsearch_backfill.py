@@ -39,10 +39,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="Count missing and stale rows; change nothing."
         )
-        parser.add_argument(
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument(
             "--stale-only",
             action="store_true",
             help="Re-embed stale rows only; leave rows without a vector alone.",
+        )
+        which.add_argument(
+            "--all-rows",
+            action="store_true",
+            help="Re-embed every row, current and imported ones too, as the admin's "
+            "'Re-embed selected' action does.",
         )
         parser.add_argument(
             "--on-error",
@@ -60,6 +67,7 @@ class Command(BaseCommand):
         batch_size: int | None,
         dry_run: bool,
         stale_only: bool,
+        all_rows: bool,
         on_error: str,
         database: str,
         verbosity: int,
@@ -67,6 +75,8 @@ class Command(BaseCommand):
     ) -> None:
         if batch_size is not None and batch_size < 1:  # call_command() bypasses argparse
             raise CommandError(f"--batch-size must be at least 1, got {batch_size}.")
+        if stale_only and all_rows:  # call_command() bypasses argparse
+            raise CommandError("--stale-only and --all-rows exclude each other; pass one.")
         registrations = select_registrations(labels)
         batch_size = batch_size or get_settings()["BATCH_SIZE"]
         failed: list[str] = []
@@ -83,6 +93,7 @@ class Command(BaseCommand):
                     batch_size=batch_size,
                     dry_run=dry_run,
                     stale_only=stale_only,
+                    all_rows=all_rows,
                     on_error=on_error,
                     using=database,
                     progress=progress.update,
@@ -95,6 +106,7 @@ class Command(BaseCommand):
             if verbosity >= 1:
                 if dry_run:
                     todo = result.stale + (0 if stale_only else result.missing)
+                    todo = result.rows if all_rows else todo
                     self.stdout.write(
                         f"{registration.label}: {result.rows:,} rows, {result.missing:,} missing, "
                         f"{result.stale:,} stale; would embed {todo:,} (dry run, nothing changed)."

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
-from pgvector import HalfVector, Vector
 
 from ...db import apply_settings
+from ...ranking.search import as_vector_queryset
 from ...registry import Registration
 from ..utils import fraction, int_list, positive_int, registration_indexes, select_registrations
 
@@ -174,18 +174,23 @@ class Command(BaseCommand):
         return np.asarray([np.asarray(v, dtype=np.float32) for v in values])
 
     def ranked(
-        self, registration: Registration, vector: np.ndarray[Any, Any], k: int, using: str
+        self,
+        registration: Registration,
+        vector: np.ndarray[Any, Any],
+        k: int,
+        using: str,
+        ef_search: int | None = None,
     ) -> Any:
-        queryset, id_name = self.base(registration, using)
-        value = HalfVector(vector) if registration.vector_type() == "halfvec" else Vector(vector)
-        distance = registration.query_distance()
-        return (
-            queryset.annotate(
-                _vs_distance=distance.expression(registration.vector_expression(), value)
-            )
-            .order_by("_vs_distance")
-            .values_list(id_name, "_vs_distance")[:k]
+        """The search as the site runs it (the one planner): exact, or by index at ef_search."""
+        rows = as_vector_queryset(registration.model._base_manager.using(using).all())
+        options: dict[str, Any] = (
+            {"exact": True} if ef_search is None else {"exact": False, "ef_search": ef_search}
         )
+        if registration.vector_field is None:
+            options["embedder"] = registration.embedder_alias
+        else:
+            options["field"] = registration.vector_field
+        return rows.similar_to(vector, k=k, **options).values_list("pk", "distance")
 
     def run_queries(
         self,
@@ -195,19 +200,10 @@ class Command(BaseCommand):
         ef_search: int | None,
         using: str,
     ) -> tuple[list[list[Any]], list[float]]:
-        # Exact: no index, a scan and a sort, the ground truth. Otherwise the index, even where
-        # the planner would scan a small table. Sent with each query, as a search's are.
-        settings: dict[str, Any] = (
-            {"enable_indexscan": "off"}
-            if ef_search is None
-            else {"enable_seqscan": "off", "hnsw.ef_search": int(ef_search)}
-        )
         results, times = [], []
         for vector in vectors:
-            query = self.ranked(registration, vector, k, using)
             started = time.perf_counter()
-            with apply_settings(using, settings):
-                results.append(list(query))
+            results.append(list(self.ranked(registration, vector, k, using, ef_search)))
             times.append(time.perf_counter() - started)
         return results, times
 
@@ -215,8 +211,9 @@ class Command(BaseCommand):
         self, registration: Registration, vector: np.ndarray[Any, Any], k: int, using: str
     ) -> bool:
         names = registration_indexes(registration, using)
+        # As on a table too big to scan: whether an index can serve the search at all.
         with apply_settings(using, {"enable_seqscan": "off"}):
-            plan = self.ranked(registration, vector, k, using).explain()
+            plan = self.ranked(registration, vector, k, using, ef_search=40).explain()
         return any(name in plan for name in names)
 
 

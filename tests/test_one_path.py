@@ -1,0 +1,80 @@
+"""One query path: the search page, the JSON API and the admin run the plan similar_to() makes.
+
+Each compares the SQL a user-facing path executes with the SQL of the same search made through
+``vectorsearch.search()`` (a thin wrapper over ``similar_to()``), captured from the database.
+"""
+
+import re
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+import vectorsearch
+from tests.embedapp.models import Note
+from vectorsearch.registry import registry
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def notes():
+    titles = [f"note {i} about {('password', 'shipping', 'refund')[i % 3]}" for i in range(150)]
+    Note.objects.bulk_create(Note(title=t, category="c") for t in titles)
+    call_command("vectorsearch_backfill", "embedapp.Note", verbosity=0)
+    call_command("vectorsearch_index", "embedapp.Note", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE vectorsearch_embedding")
+
+
+def ranking_selects(run):
+    """The SELECT statements that rank by distance, executed while ``run()`` runs."""
+    with CaptureQueriesContext(connection) as captured:
+        run()
+    selects = []
+    for query in captured.captured_queries:
+        for part in query["sql"].split("; "):
+            if part.startswith("SELECT") and "<=>" in part:
+                selects.append(part)
+    return selects
+
+
+def test_the_api_and_the_page_run_the_plan_of_search(client, notes):
+    # The test site's page searches every registered model, 11 rows each (a page and one more).
+    expected = [
+        select
+        for model in dict.fromkeys(r.model for r in registry)
+        for select in ranking_selects(
+            lambda m=model: list(vectorsearch.search(m, "password", k=11))
+        )
+    ]
+    assert len(expected) >= 2
+    assert ranking_selects(lambda: client.get("/search/api/", {"q": "password"})) == expected
+    page = ranking_selects(lambda: client.get("/search/", {"q": "password"}))
+    assert page == expected  # several models: no facet counts
+
+
+def nearest_subquery(sql):
+    """The ``ORDER BY <distance> ASC LIMIT k`` subquery that finds the nearest rows."""
+    found = re.search(
+        r"ORDER BY \(\(U0\.\"vector\"\)::vector\(256\) <=> [^)]*\) ASC LIMIT \d+", sql
+    )
+    assert found, sql
+    return found.group(0)
+
+
+def test_the_admins_search_by_meaning_runs_the_plan_of_search(admin_client, notes):
+    (expected,) = ranking_selects(lambda: list(vectorsearch.search(Note, "password", k=100)))
+    admin = ranking_selects(
+        lambda: admin_client.get("/admin/embedapp/note/", {"q": "password", "semantic": "1"})
+    )
+    assert admin, "the admin ran no ranking query"
+    assert all(nearest_subquery(sql) == nearest_subquery(expected) for sql in admin)
+
+
+def test_count_and_len_agree_with_k_beyond_ef_search(notes):
+    # D1: count() ran without the iterative scan and answered hnsw.ef_search (40), not k.
+    found = vectorsearch.search(Note.objects.all(), "note", k=100, ef_search=40)
+    assert found.count() == 100
+    assert len(list(found)) == 100
