@@ -46,7 +46,7 @@ def test_the_api_and_the_page_run_the_plan_of_search(client, notes):
         select
         for model in dict.fromkeys(r.model for r in registry)
         for select in ranking_selects(
-            lambda m=model: list(vectorsearch.search(m, "password", k=11))
+            lambda m=model: list(vectorsearch.search(m, "password", k=11, mode="semantic"))
         )
     ]
     assert len(expected) >= 2
@@ -65,7 +65,9 @@ def nearest_subquery(sql):
 
 
 def test_the_admins_search_by_meaning_runs_the_plan_of_search(admin_client, notes):
-    (expected,) = ranking_selects(lambda: list(vectorsearch.search(Note, "password", k=100)))
+    (expected,) = ranking_selects(
+        lambda: list(vectorsearch.search(Note, "password", k=100, mode="semantic"))
+    )
     admin = ranking_selects(
         lambda: admin_client.get("/admin/embedapp/note/", {"q": "password", "semantic": "1"})
     )

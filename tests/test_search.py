@@ -219,7 +219,7 @@ def test_a_selective_filter_still_gets_k_results_thanks_to_iterative_index_scans
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")  # as on a table too big to scan
     rare = Note.objects.filter(category="rare")
-    results = vectorsearch.search(rare, "common note", k=10, exact=False)
+    results = vectorsearch.search(rare, "common note", k=10, exact=False, mode="semantic")
     assert generic_index_name(registry.get(Note)) in results.explain()
     assert len(results) == 10 and {n.category for n in results} == {"rare"}
     assert [n.distance for n in results] == sorted(n.distance for n in results)

@@ -30,6 +30,8 @@ from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, FieldError, ImproperlyConfigured
 from django.db import DatabaseError, connections
 
+from . import registry as registry_module
+from . import tasks
 from .conf import get_settings
 from .distances import IndexMethod, vector_type_of
 from .exceptions import InvalidEmbedderError
@@ -43,8 +45,7 @@ from .indexes import (
     vector_indexes,
 )
 from .operations import extension_version, invalid_vector_indexes
-from .registry import HNSW_MAX_VECTOR_DIMENSIONS, registry
-from .tasks import task_decorator
+from .registry import HNSW_MAX_VECTOR_DIMENSIONS
 
 # The most dimensions an index can cover, by column type (pgvector 0.8, HNSW and IVFFlat alike).
 INDEX_MAX_DIMENSIONS = {"vector": 2_000, "halfvec": 4_000, "bit": 64_000}
@@ -236,7 +237,8 @@ def check_registrations(
 ) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
     models = set(_models(app_configs)) if app_configs is not None else None
-    for registration in registry:
+    # Through the module: the site's registry (a test may put a scratch one in its place).
+    for registration in registry_module.registry:
         if models is not None and registration.model not in models:
             continue
         errors.extend(_check_registration(registration, HNSW_MAX_VECTOR_DIMENSIONS))
@@ -352,7 +354,7 @@ def _check_registration(registration: Any, hnsw_max: int) -> list[checks.CheckMe
                 )
             )
     mode = registration.sync or get_settings()["SYNC"]
-    if mode == "task" and task_decorator() is None:
+    if mode == "task" and tasks.task_decorator() is None:
         errors.append(
             checks.Error(
                 f"{label}: SYNC is 'task' but no tasks framework is installed.",

@@ -106,16 +106,17 @@ def hybrid_search(
     )
     planned = ranked.plan()
     vector_ids = planned.queryset.values("pk")
+    spec = ranked._search_spec
+    assert spec is not None
+    target = spec.target
     text_ids = (
-        queryset.alias(_document=document)
+        queryset.filter(target.has_vector(queryset.db))
+        .alias(_document=document)
         .filter(_document=text_query)
         .annotate(_text_score=SearchRank(document, text_query))
         .order_by("-_text_score", "pk")
         .values("pk")[:candidates_]
     )
-    spec = ranked._search_spec
-    assert spec is not None
-    target = spec.target
     n = Value(candidates_)
     # Ranks are row numbers over the merged candidates. A row of the vector list is nearer than
     # every row only the text list brought (and vice versa for text rank), so the first

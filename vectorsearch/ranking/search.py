@@ -62,6 +62,8 @@ def search(
         mode = "semantic" if words is None else "hybrid"
     if mode not in MODES:
         raise InvalidQuery(f"mode must be one of {', '.join(MODES)}, not {mode!r}.")
+    if words is not None and not words.strip():
+        raise InvalidQuery("The search text is empty.")
     if isinstance(queryset, type):
         queryset = queryset._default_manager.all()
     checked_k = check_k(k)  # the same rule and message as similar_to(k=...)

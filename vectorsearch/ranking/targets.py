@@ -101,6 +101,14 @@ class Target:
             return Q()
         return ~Q(Exists(self.registration.foreign_vectors(using)))
 
+    def has_vector(self, using: str) -> Q:
+        """Rows with a vector a search may compare: one the registered embedder made (a text
+        search's other list, e.g. hybrid's full text, keeps to the same rows)."""
+        if self.column is None:
+            rows = self._rows(using).filter(object_id=Cast(OuterRef("pk"), output_field=_TEXT))
+            return Q(Exists(rows))
+        return Q(**{f"{self.column}__isnull": False}) & self.comparable(using)
+
     def nearest(
         self,
         queryset: models.QuerySet[Any],
