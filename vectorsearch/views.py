@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core import signals
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
-from django.db import DatabaseError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, QueryDict
 from django.utils.translation import gettext as _
@@ -34,6 +34,7 @@ from .conf import get_settings
 from .db import is_timeout, statement_timeout
 from .exceptions import EmbeddingError, InvalidQuery
 from .forms import TRACKING_PARAMETERS, SearchForm, checked_data, is_concrete, page_url, toggled_url
+from .outages import log_error
 from .ranking.search import query_vector as search_query_vector
 from .ranking.search import search
 from .registry import Registration, registry
@@ -246,18 +247,19 @@ class VectorSearchView(TemplateResponseMixin, ContextMixin, View):
                 facets = self.get_facets(checked, params) if self.facets else []
         except InvalidQuery as e:
             raise SearchError(str(e)) from None
-        except EmbeddingError:
-            logger.exception("The embedder failed on a search")
+        except EmbeddingError as e:
+            # Once per cause and interval: an embedder that is down fails every request alike.
+            log_error(logger, "The embedder failed on a search", e)
             raise SearchError(_("Search is unavailable right now; try again later."), 503) from None
         except OperationalError as e:
             if is_timeout(e):
                 raise SearchError(
                     _("The search took too long; try fewer words or a filter."), 503
                 ) from None
-            logger.exception("A search failed in the database")
+            log_error(logger, "A search failed in the database", e)
             raise SearchError(_("Search is unavailable right now; try again later."), 503) from None
-        except DatabaseError:
-            logger.exception("A search failed in the database")
+        except (DatabaseError, InterfaceError) as e:  # InterfaceError: a connection found closed
+            log_error(logger, "A search failed in the database", e)
             raise SearchError(_("Search is unavailable right now; try again later."), 503) from None
         return page, facets
 
