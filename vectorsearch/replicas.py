@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Model
@@ -108,7 +109,11 @@ def connect_delete_receiver() -> None:
     """Listen to ``post_delete`` only while the site has replicas: any ``post_delete`` receiver
     makes Django load the rows of every ``QuerySet.delete()`` of every model before deleting them
     (no fast delete), a price a site without replicas must not pay."""
-    if any(get_settings()["SEARCH_REPLICAS"].values()):
+    try:
+        replicas = get_settings()["SEARCH_REPLICAS"]
+    except ImproperlyConfigured:  # reported where the setting is used, and by the checks
+        replicas = {}
+    if any(replicas.values()):
         post_delete.connect(note_write, dispatch_uid="vectorsearch.replicas.delete")
     else:
         post_delete.disconnect(dispatch_uid="vectorsearch.replicas.delete")

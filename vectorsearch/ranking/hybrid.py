@@ -70,9 +70,10 @@ def hybrid_search(
     first; ``k`` keeps the first k.
 
     ``weights`` (vector, text) multiply each list's ``1 / (rrf_k + rank)`` (weighted RRF), or
-    with ``fusion="wsum"`` each list's own score: ``hybrid_score = w_vector * score + w_text *
-    text_score``, a list counting 0 for a row it did not bring (the fusion that measured best
-    on the demo's questions, ``benchmarks/relevance.py``); ``text_score`` is then ``ts_rank``
+    with ``fusion="wsum"`` the scores: ``hybrid_score = w_vector * score + w_text *
+    text_score`` over the vector list's candidates (the fusion that measured best on the demo's
+    questions, ``benchmarks/relevance.py``; a row only the text list would bring cannot outrank
+    them, so the text score re-ranks the vector candidates); ``text_score`` is then ``ts_rank``
     normalised by the document's length (normalization 1);
     ``any_word`` matches rows holding any word of ``text`` (ranked by how many and where)
     instead of ``websearch`` syntax, which wants them all. ``search_fields`` may also be a
@@ -135,8 +136,15 @@ def hybrid_search(
     # holding the words but not the phrase, which must not outrank the real matches.
     by_text = Window(RowNumber(), order_by=[F("text_score").desc(nulls_last=True), F("pk").asc()])
     matches = Q(_document=text_query)
+    # The weighted sum counts a list's score only for rows it brought: a row only the text list
+    # brought scores w_text * ts_rank (~0.1) against w_vector * similarity for the vector list's,
+    # so it cannot rank among them. The text score then re-ranks the vector candidates, and the
+    # text list is not searched on its own (the costly part: ts_rank over every matching row).
+    candidates_q = (
+        Q(pk__in=vector_ids) if fusion == "wsum" else Q(pk__in=vector_ids) | Q(pk__in=text_ids)
+    )
     fused = (
-        queryset.filter(Q(pk__in=vector_ids) | Q(pk__in=text_ids))
+        queryset.filter(candidates_q)
         .alias(_document=document)
         .annotate(distance=target.distance_expression(spec.value, queryset.db))
         .annotate(score=target.distance.score("distance", dimensions=target.size))
@@ -189,9 +197,10 @@ def _fused(fusion: str, w_vector: float, w_text: float, rrf: float) -> Any:
             Value(w_vector) / (Value(rrf) + F("vector_rank")), Value(0.0)
         ) + Coalesce(Value(w_text) / (Value(rrf) + F("text_rank")), Value(0.0))
     else:
-        vector = Case(When(vector_rank__isnull=False, then=F("score")), default=Value(0.0))
-        text = Case(When(text_rank__isnull=False, then=F("text_score")), default=Value(0.0))
-        combined = Value(w_vector) * vector + Value(w_text) * text
+        # Every row is a vector candidate (see hybrid_search); text_score is NULL where the
+        # text does not match.
+        text = Coalesce(F("text_score"), Value(0.0))
+        combined = Value(w_vector) * F("score") + Value(w_text) * text
     return ExpressionWrapper(combined, output_field=FloatField())
 
 
