@@ -68,7 +68,7 @@ def _field_key(model: type[models.Model], field_name: str | None) -> tuple[str, 
         field_name = generic[0].key if len(generic) == 1 else ""
     if field_name and not field_name.startswith("@"):
         with contextlib.suppress(FieldDoesNotExist):  # an unknown field has no calibration
-            model = model._meta.get_field(field_name).model  # type: ignore[assignment]
+            model = model._meta.get_field(field_name).model
     return model._meta.label_lower, field_name
 
 
@@ -124,6 +124,11 @@ def calibration_for(
     rows = IndexCalibration.objects.using(using).filter(
         model=label, field=field, database__in={database, ""}
     )
+    return _preferred(rows, database)
+
+
+def _preferred(rows: Any, database: str) -> IndexCalibration | None:
+    """The newest calibration made for ``database`` itself, else the newest made for any."""
     found = sorted(rows, key=lambda c: (c.database == database, c.calibrated_at), reverse=True)
     return found[0] if found else None
 
@@ -136,8 +141,7 @@ def calibration_of_index(index_name: str, using: str = DEFAULT_DB_ALIAS) -> Inde
     rows = IndexCalibration.objects.using(using).filter(
         index_name=index_name, database__in={database, ""}
     )
-    found = sorted(rows, key=lambda c: c.database == database, reverse=True)
-    return found[0] if found else None
+    return _preferred(rows, database)
 
 
 def choose_ef_search(curve: Sequence[dict[str, Any]], target_recall: float) -> int | None:
