@@ -101,3 +101,104 @@ def test_recall_counts_ties_at_the_kth_distance_as_hits():
 def test_bench_without_a_label_on_a_site_with_several_registrations_lists_them():
     with pytest.raises(CommandError, match=r"The site has several registrations \(embedapp\."):
         run("vectorsearch_bench")
+
+
+# -- --apply: the calibration searches use -------------------------------------------------------
+
+
+@pytest.fixture
+def random_articles():
+    """2,000 random 256-d vectors: hard enough for HNSW that a small ef_search misses some."""
+    import numpy as np
+
+    from vectorsearch import calibration
+
+    rng = np.random.default_rng(7)
+    Article.objects.bulk_create(
+        [Article(title=f"r{i}", embedding=rng.standard_normal(256)) for i in range(2000)],
+        batch_size=500,
+    )
+    calibration.reset()
+    yield
+    calibration.reset()
+
+
+def test_apply_stores_the_smallest_ef_search_reaching_the_target(random_articles):
+    from vectorsearch import calibration
+    from vectorsearch.models import IndexCalibration
+
+    report = json.loads(
+        run(
+            "vectorsearch_bench", "embedapp.Article", "--apply", "--json", queries=20, k=10,
+            ef_search=[10, 40, 160], target_recall=0.9,
+        )
+    )  # fmt: skip
+    points = {r["ef_search"]: r["recall"] for r in report["hnsw"]}
+    chosen = report["applied"]["ef_search"]
+    assert points[chosen] >= 0.9
+    # The smallest reaching it among the values measured, the bisected ones included.
+    assert all(recall < 0.9 for ef, recall in points.items() if ef < chosen)
+    assert points[10] < 0.9, "the data is too easy to show a choice"
+    # Bisection narrowed the gap below the chosen value to 10% of it.
+    below = max(ef for ef in points if ef < chosen)
+    assert chosen - below <= max(1, 0.1 * chosen)
+    stored = IndexCalibration.objects.get()
+    assert (stored.index_name, stored.ef_search, stored.rows) == (
+        "embedapp_article_hnsw",
+        chosen,
+        2000,
+    )
+    assert stored.target_recall == 0.9 and stored.recall == points[chosen]
+    assert [p["ef_search"] for p in stored.curve] == sorted(points)
+    assert calibration.calibrated_ef_search(Article, "embedding") == chosen
+
+
+def test_apply_text_report_says_what_it_stored(random_articles):
+    out = run(
+        "vectorsearch_bench", "embedapp.Article", "--apply", queries=10, ef_search=[200],
+        target_recall=0.5,
+    )  # fmt: skip
+    assert "Stored ef_search 200 for index embedapp_article_hnsw" in out
+    assert "searches without ef_search= use it from now on" in out
+
+
+def test_apply_stores_nothing_when_no_ef_search_reaches_the_target(random_articles):
+    from vectorsearch.models import IndexCalibration
+
+    with pytest.raises(CommandError, match=r"no calibration was stored: try larger values"):
+        run(
+            "vectorsearch_bench", "embedapp.Article", "--apply", queries=10, ef_search=[10],
+            target_recall=1.0,
+        )  # fmt: skip
+    assert not IndexCalibration.objects.exists()
+
+
+def test_apply_without_an_index_says_to_build_it_first():
+    Note.objects.bulk_create([Note(title=f"note {w}") for w in WORDS])
+    run("vectorsearch_backfill", "embedapp.Note")
+    with pytest.raises(
+        CommandError, match=r"run manage\.py vectorsearch_index first, then --apply"
+    ):
+        run("vectorsearch_bench", "embedapp.Note", "--apply", queries=5)
+
+
+def test_target_recall_defaults_to_the_setting(articles, settings):
+    settings.VECTORSEARCH = {"TARGET_RECALL": 0.5}
+    report = json.loads(run("vectorsearch_bench", "embedapp.Article", queries=5, as_json=True))
+    assert report["target_recall"] == 0.5
+
+
+def test_a_sampled_vector_does_not_find_its_own_row(random_articles):
+    # A stored vector used as a query is at distance 0 from its own row, which any index finds:
+    # counting it would flatter the recall as no real query does.
+    from vectorsearch.management.commands.vectorsearch_bench import Command
+    from vectorsearch.registry import registry
+
+    command = Command()
+    registration = registry.get(Article)
+    ids, vectors = command.sample(registration, 5, 0, "default")
+    for ef in (None, 40):
+        found, _ = command.run_queries(registration, ids, vectors, 10, ef, "default")
+        for own, rows in zip(ids, found, strict=True):
+            assert len(rows) == 10
+            assert own not in {str(pk) for pk, _ in rows}
