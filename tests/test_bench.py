@@ -61,8 +61,8 @@ def test_bench_measures_recall_against_exact_search_and_suggests_ef_search(artic
     low, high = report["hnsw"]
     assert 0 < low["recall"] <= high["recall"] <= 1
     assert high["recall"] >= 0.95  # ef_search 200 over 300 rows is all but exhaustive
-    assert report["suggested_ef_search"] in (5, 200)
-    assert report["suggested_ef_search"] == (5 if low["recall"] >= 0.95 else 200)
+    assert low["ef_search"] == 6  # k + 1: what a search at ef_search 5 walks anyway
+    assert report["suggested_ef_search"] == (6 if low["recall"] >= 0.95 else 200)
     assert report["exact"]["p50_ms"] > 0
 
 
@@ -106,13 +106,25 @@ def test_bench_without_a_label_on_a_site_with_several_registrations_lists_them()
 # -- --apply: the calibration searches use -------------------------------------------------------
 
 
+def vacuum_articles():
+    """Rows that earlier tests inserted and rolled back stay in the HNSW graph until a VACUUM,
+    and take candidate slots of every search: recall at a given ef_search falls with them.
+    Calibrating a bloated index is as wrong on a site (docs/commands.md says to VACUUM first)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM embedapp_article")
+
+
 @pytest.fixture
-def random_articles():
-    """2,000 random 256-d vectors: hard enough for HNSW that a small ef_search misses some."""
+def random_articles(transactional_db):
+    """2,000 random 256-d vectors: hard enough for HNSW that a small ef_search misses some.
+    Transactional (no test transaction): the index is vacuumed first."""
     import numpy as np
 
     from vectorsearch import calibration
 
+    vacuum_articles()
     rng = np.random.default_rng(7)
     Article.objects.bulk_create(
         [Article(title=f"r{i}", embedding=rng.standard_normal(256)) for i in range(2000)],
@@ -130,15 +142,15 @@ def test_apply_stores_the_smallest_ef_search_reaching_the_target(random_articles
     report = json.loads(
         run(
             "vectorsearch_bench", "embedapp.Article", "--apply", "--json", queries=20, k=10,
-            ef_search=[10, 40, 160], target_recall=0.9,
+            ef_search=[10, 40, 160], target_recall=0.98,
         )
     )  # fmt: skip
     points = {r["ef_search"]: r["recall"] for r in report["hnsw"]}
     chosen = report["applied"]["ef_search"]
-    assert points[chosen] >= 0.9
+    assert points[chosen] >= 0.98
     # The smallest reaching it among the values measured, the bisected ones included.
-    assert all(recall < 0.9 for ef, recall in points.items() if ef < chosen)
-    assert points[10] < 0.9, "the data is too easy to show a choice"
+    assert all(recall < 0.98 for ef, recall in points.items() if ef < chosen)
+    assert points[11] < 0.98, "the data is too easy to show a choice"  # 10 runs as k + 1
     # Bisection narrowed the gap below the chosen value to 10% of it.
     below = max(ef for ef in points if ef < chosen)
     assert chosen - below <= max(1, 0.1 * chosen)
@@ -148,7 +160,7 @@ def test_apply_stores_the_smallest_ef_search_reaching_the_target(random_articles
         chosen,
         2000,
     )
-    assert stored.target_recall == 0.9 and stored.recall == points[chosen]
+    assert stored.target_recall == 0.98 and stored.recall == points[chosen]
     assert [p["ef_search"] for p in stored.curve] == sorted(points)
     assert calibration.calibrated_ef_search(Article, "embedding") == chosen
 
@@ -167,7 +179,7 @@ def test_apply_stores_nothing_when_no_ef_search_reaches_the_target(random_articl
 
     with pytest.raises(CommandError, match=r"no calibration was stored: try larger values"):
         run(
-            "vectorsearch_bench", "embedapp.Article", "--apply", queries=10, ef_search=[10],
+            "vectorsearch_bench", "embedapp.Article", "--apply", queries=10, ef_search=[11],
             target_recall=1.0,
         )  # fmt: skip
     assert not IndexCalibration.objects.exists()

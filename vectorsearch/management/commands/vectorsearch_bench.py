@@ -92,6 +92,9 @@ class Command(BaseCommand):
             raise CommandError(f"--ef-search values must be at most {MAX_EF_SEARCH}.")
         if target_recall is None:
             target_recall = float(get_settings()["TARGET_RECALL"])
+        # A search never walks fewer candidates than the rows it asks (k, plus the query's own
+        # row left out here): smaller values would be measured as k + 1 and stored as less.
+        ef_search = sorted({max(ef, k + 1) for ef in ef_search})
         registrations = select_registrations([label] if label else [])
         if len(registrations) != 1:
             raise CommandError(
