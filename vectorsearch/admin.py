@@ -822,3 +822,8 @@ class EmbeddingAdmin(_EmbeddingAdminBase):
                 identity=row.identity,
             )
         return render_vector(row.vector, identity=row.identity)
+
+
+# The "Vector indexes" page registers itself on admin.site; imported here so that
+# admin.autodiscover(), which imports only this module, finds it.
+from . import admin_indexes  # noqa: E402, F401
