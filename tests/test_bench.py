@@ -214,3 +214,35 @@ def test_a_sampled_vector_does_not_find_its_own_row(random_articles):
         for own, rows in zip(ids, found, strict=True):
             assert len(rows) == 10
             assert own not in {str(pk) for pk, _ in rows}
+
+
+def test_queries_file_uses_the_given_vectors_as_queries(articles, tmp_path):
+    import numpy as np
+
+    path = tmp_path / "queries.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((7, 256)).astype(np.float32))
+    report = json.loads(
+        run(
+            "vectorsearch_bench", "embedapp.Article", "--queries-file", str(path), queries=50,
+            k=5, ef_search=[200], as_json=True,
+        )
+    )  # fmt: skip
+    assert report["queries"] == 7  # all of the file (fewer than --queries)
+    assert report["hnsw"][0]["recall"] >= 0.95
+
+
+def test_a_bad_queries_file_is_a_command_error(tmp_path):
+    import numpy as np
+
+    missing = tmp_path / "missing.npy"
+    with pytest.raises(CommandError, match=r"cannot read it as a \.npy array"):
+        run("vectorsearch_bench", "embedapp.Article", "--queries-file", str(missing))
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros(4))
+    with pytest.raises(CommandError, match=r"expected a non-empty 2-D numeric array"):
+        run("vectorsearch_bench", "embedapp.Article", "--queries-file", str(flat))
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.ones((2, 3), dtype=np.float32))
+    Article.objects.create(title="one")  # embedded on save: there is a vector to compare
+    with pytest.raises(CommandError, match=r"embedapp.Article.embedding: .*256"):
+        run("vectorsearch_bench", "embedapp.Article", "--queries-file", str(wrong))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from ... import calibration
 from ...conf import get_settings
 from ...db import apply_settings
+from ...exceptions import InvalidQuery
 from ...ranking.search import as_vector_queryset
 from ...registry import Registration
 from ..utils import (
@@ -69,6 +71,14 @@ class Command(BaseCommand):
             help="Store the smallest ef_search reaching the target as the index's calibration "
             "(searches that do not pass ef_search= use it), after narrowing it by bisection.",
         )
+        parser.add_argument(
+            "--queries-file",
+            type=Path,
+            default=None,
+            help="A .npy file of query vectors (e.g. embeddings of logged searches) to use instead "
+            "of stored vectors, which are nodes of the HNSW graph and easier for it than new "
+            "queries.",
+        )
         parser.add_argument("--seed", type=int, default=0, help="Query sample seed (0).")
         parser.add_argument("--json", action="store_true", dest="as_json", help="Print JSON.")
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias.")
@@ -83,6 +93,7 @@ class Command(BaseCommand):
         target_recall: float | None,
         apply: bool,
         seed: int,
+        queries_file: Path | None,
         as_json: bool,
         database: str,
         verbosity: int,
@@ -103,13 +114,19 @@ class Command(BaseCommand):
                 "app_label.Model, app_label.Model.field or app_label.Model@alias."
             )
         registration = registrations[0]
-        ids, vectors = self.sample(registration, queries, seed, database)
+        if queries_file is not None:
+            ids, vectors = self.read_queries(queries_file, queries)
+        else:
+            ids, vectors = self.sample(registration, queries, seed, database)
         if not len(vectors):
             raise CommandError(
                 f"{registration.label} has no stored vectors to benchmark; run "
                 "vectorsearch_backfill first."
             )
-        index = self.used_index(registration, vectors[0], k, database)
+        try:
+            index = self.used_index(registration, vectors[0], k, database)
+        except InvalidQuery as e:  # e.g. a --queries-file of another size than the field
+            raise CommandError(f"{registration.label}: {e}") from None
         if apply and index is None:
             raise CommandError(
                 f"No HNSW index serves the searches of {registration.label}, so there is no "
@@ -298,6 +315,23 @@ class Command(BaseCommand):
             values = list(queryset.order_by("?").values_list(id_name, column)[:count])
         ids = [str(pk) for pk, _ in values]
         return ids, np.asarray([np.asarray(v, dtype=np.float32) for _, v in values])
+
+    def read_queries(self, path: Path, count: int) -> tuple[list[str], np.ndarray[Any, Any]]:
+        """The first ``count`` vectors of a .npy file (no stored row is theirs: ids are "")."""
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CommandError(
+                f"--queries-file {path}: cannot read it as a .npy array ({e}); save query "
+                "vectors with numpy.save(path, array_of_shape_queries_x_dimensions)."
+            ) from None
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or not len(array):
+            raise CommandError(
+                f"--queries-file {path}: expected a non-empty 2-D numeric array (queries x "
+                f"dimensions), got shape {array.shape} of {array.dtype}."
+            )
+        vectors = np.asarray(array[:count], dtype=np.float32)
+        return [""] * len(vectors), vectors
 
     def ranked(
         self,
