@@ -62,7 +62,8 @@ def test_bench_measures_recall_against_exact_search_and_suggests_ef_search(artic
     assert 0 < low["recall"] <= high["recall"] <= 1
     assert high["recall"] >= 0.95  # ef_search 200 over 300 rows is all but exhaustive
     assert low["ef_search"] == 6  # k + 1: what a search at ef_search 5 walks anyway
-    assert report["suggested_ef_search"] == (6 if low["recall"] >= 0.95 else 200)
+    reaches = low["recall"] - low["stderr"] >= 0.95
+    assert report["suggested_ef_search"] == (6 if reaches else 200)
     assert report["exact"]["p50_ms"] > 0
 
 
@@ -146,10 +147,12 @@ def test_apply_stores_the_smallest_ef_search_reaching_the_target(random_articles
         )
     )  # fmt: skip
     points = {r["ef_search"]: r["recall"] for r in report["hnsw"]}
+    lower = {r["ef_search"]: r["recall"] - r["stderr"] for r in report["hnsw"]}
     chosen = report["applied"]["ef_search"]
-    assert points[chosen] >= 0.98
-    # The smallest reaching it among the values measured, the bisected ones included.
-    assert all(recall < 0.98 for ef, recall in points.items() if ef < chosen)
+    # The smallest whose recall, less one standard error, reaches the target, among the values
+    # measured (the bisected ones included).
+    assert lower[chosen] >= 0.98
+    assert all(bound < 0.98 for ef, bound in lower.items() if ef < chosen)
     assert points[11] < 0.98, "the data is too easy to show a choice"  # 10 runs as k + 1
     # Bisection narrowed the gap below the chosen value to 10% of it.
     below = max(ef for ef in points if ef < chosen)

@@ -64,7 +64,11 @@ def test_a_stored_calibration_is_what_searches_of_that_field_get():
         "embedapp.article",
         "embedding",
     )
-    assert row.curve == CURVE and row.rows == 1000 and row.recall == pytest.approx(0.951)
+    assert (
+        row.curve == [{**p, "stderr": 0.0} for p in CURVE]
+        and row.rows == 1000
+        and row.recall == pytest.approx(0.951)
+    )
     assert row.filenode is not None  # the index exists: its relfilenode is recorded
     assert stored.pk == row.pk
     # Recalibrating replaces the row, and searches see the new value at once.
@@ -148,6 +152,11 @@ def test_choose_ef_search_is_the_smallest_reaching_the_target():
     assert calibration.choose_ef_search(CURVE, 0.95) == 100
     assert calibration.choose_ef_search(CURVE, 0.5) == 40
     assert calibration.choose_ef_search(CURVE, 0.99) is None
+    # One standard error of margin: 0.950 +- 0.006 is not sure enough of 0.95.
+    noisy = [{**p, "stderr": 0.006} for p in CURVE]
+    assert calibration.choose_ef_search(noisy, 0.95) == 200
+    assert calibration.choose_ef_search(noisy, 0.97) == 200
+    assert calibration.choose_ef_search(noisy, 0.98) is None
 
 
 # -- searches use it -------------------------------------------------------------------------------

@@ -145,9 +145,17 @@ def calibration_of_index(index_name: str, using: str = DEFAULT_DB_ALIAS) -> Inde
 
 
 def choose_ef_search(curve: Sequence[dict[str, Any]], target_recall: float) -> int | None:
-    """The smallest ``ef_search`` of ``curve`` (``{"ef_search", "recall", ...}`` points) whose
-    recall reaches ``target_recall``, or None."""
-    reaching = [p["ef_search"] for p in curve if p["recall"] >= target_recall]
+    """The smallest ``ef_search`` of ``curve`` (``{"ef_search", "recall", "stderr"?, ...}``
+    points) whose recall, less one standard error of its mean (``stderr``, 0 if absent),
+    reaches ``target_recall``; or None.
+
+    The margin is about 84 % confidence that new queries like the measured ones average at
+    least the target: a value chosen on the mean alone falls below it half of the time (on
+    GloVe, 0.951 on 300 calibration queries was 0.945 on 700 others).
+    """
+    reaching = [
+        p["ef_search"] for p in curve if p["recall"] - p.get("stderr", 0.0) >= target_recall
+    ]
     return min(reaching) if reaching else None
 
 
@@ -196,6 +204,7 @@ def _point(point: dict[str, Any]) -> dict[str, Any]:
         "ef_search": int(point["ef_search"]),
         "recall": float(point["recall"]),
         "p50_ms": float(point["p50_ms"]),
+        "stderr": float(point.get("stderr", 0.0)),
     }
 
 

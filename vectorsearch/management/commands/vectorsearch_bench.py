@@ -217,6 +217,10 @@ class Command(BaseCommand):
             "ef_search": ef,
             "recall": float(np.mean(recalls)),
             "min_recall": float(np.min(recalls)),
+            # The standard error of the mean recall: the margin the choice keeps.
+            "stderr": float(np.std(recalls, ddof=1) / np.sqrt(len(recalls)))
+            if len(recalls) > 1
+            else 0.0,
             "p50_ms": _ms(np.percentile(times, 50)),
             "p95_ms": _ms(np.percentile(times, 95)),
         }
@@ -266,7 +270,7 @@ class Command(BaseCommand):
         )
         for row in report["hnsw"]:
             self.stdout.write(
-                f"  ef={row['ef_search']:<5}  recall {row['recall']:.3f} "
+                f"  ef={row['ef_search']:<5}  recall {row['recall']:.3f} ±{row['stderr']:.3f} "
                 f"(min {row['min_recall']:.2f})  p50 {row['p50_ms']:8.2f} ms  "
                 f"p95 {row['p95_ms']:8.2f} ms"
             )
@@ -283,7 +287,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Suggested ef_search: {report['suggested_ef_search']} (the smallest reaching "
-                    f"recall {report['target_recall']:.2f})."
+                    f"recall {report['target_recall']:.2f} with one standard error to spare)."
                 )
             )
         else:
