@@ -238,3 +238,12 @@ def test_target_recall_defaults_to_095_and_is_validated():
             get_settings()
     with override_settings(VECTORSEARCH={"TARGET_RECALL": 1}):
         assert get_settings()["TARGET_RECALL"] == 1
+
+
+def test_describe_is_what_vectorsearch_status_reports():
+    assert calibration.describe(Article, "embedding", 10) is None
+    store(100, rows=1000)
+    described = calibration.describe(Article, "embedding", 1000)
+    assert described["index"] == "embedapp_article_hnsw" and described["ef_search"] == 100
+    assert described["recalibrate"] is None
+    assert "grew by 100%" in calibration.describe(Article, "embedding", 2000)["recalibrate"]

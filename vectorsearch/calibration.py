@@ -40,6 +40,7 @@ __all__ = [
     "calibration_for",
     "calibration_of_index",
     "choose_ef_search",
+    "describe",
     "index_filenode",
     "needs_recalibration",
     "reset",
@@ -254,6 +255,29 @@ def needs_recalibration(
     return (
         f"{reason}; recalibrate: manage.py vectorsearch_bench {command_label(calibration)} --apply"
     )
+
+
+def describe(
+    model: type[models.Model],
+    field_name: str | None,
+    current_rows: int,
+    using: str = DEFAULT_DB_ALIAS,
+) -> dict[str, Any] | None:
+    """The calibration searches of ``model.field_name`` use, as ``vectorsearch_status`` reports
+    it (JSON-ready), with ``recalibrate``: :func:`needs_recalibration`'s reason or None; None
+    when there is no calibration."""
+    found = calibration_for(model, field_name, using)
+    if found is None:
+        return None
+    return {
+        "index": found.index_name,
+        "ef_search": found.ef_search,
+        "recall": found.recall,
+        "target_recall": found.target_recall,
+        "rows": found.rows,
+        "calibrated_at": found.calibrated_at.isoformat(),
+        "recalibrate": needs_recalibration(found, current_rows, using=using),
+    }
 
 
 def command_label(calibration: IndexCalibration) -> str:
