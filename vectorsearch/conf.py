@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     # 400 gives recall@10 0.979 (0.985 on another 300), 500 gives 0.980 (0.988), 600 0.986 at
     # ~20% more time; 50% filters reach 0.987+ from 400.
     "FILTERED_EF_SEARCH": 500,
+    # The recall@k `vectorsearch_bench --apply` calibrates each HNSW index for: it stores the
+    # smallest ef_search reaching it, which unfiltered searches then use instead of EF_SEARCH
+    # (vectorsearch.calibration). A number greater than 0 and at most 1.
+    "TARGET_RECALL": 0.95,
     # Searches over a binary-quantized index (HnswIndex(quantization="binary")) find this many
     # times the rows asked by Hamming distance, then keep the nearest by the full distance.
     "BINARY_OVERFETCH": 4,
@@ -165,6 +169,12 @@ def get_settings() -> dict[str, Any]:
             raise ImproperlyConfiguredVectorSearch(
                 f"VECTORSEARCH[{key!r}] must be a positive whole number, not {value!r}."
             )
+    target = merged["TARGET_RECALL"]
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
+        raise ImproperlyConfiguredVectorSearch(
+            f"VECTORSEARCH['TARGET_RECALL'] must be a number greater than 0 and at most 1, "
+            f"such as 0.95, not {target!r}."
+        )
     for key, (low, high) in _RANGES.items():
         value = merged[key]
         if value is None and key in _OPTIONAL:

@@ -1,4 +1,5 @@
-"""vectorsearch's own models: the generic :class:`Embedding` table.
+"""vectorsearch's own models: the generic :class:`Embedding` table, and the ef_search each
+vector index was calibrated for (:class:`IndexCalibration`).
 
 The module must exist anyway: Django sends ``pre_migrate`` only to apps with a models module, and
 that signal is what creates the pgvector extension before any migration runs.
@@ -11,7 +12,7 @@ from django.db import models
 
 from .fields import VectorField
 
-__all__ = ["Embedding"]
+__all__ = ["Embedding", "IndexCalibration", "VectorIndex"]
 
 
 class Embedding(models.Model):
@@ -57,3 +58,54 @@ class Embedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.content_type_id}:{self.object_id} {self.key} ({self.identity})"
+
+
+class IndexCalibration(models.Model):
+    """The ``hnsw.ef_search`` measured to reach a recall target on one vector index.
+
+    Written by ``vectorsearch_bench --apply`` (see :mod:`vectorsearch.calibration`), one row per
+    index and database: ``database`` is blank for the default alias, whose replicas stream the
+    same index, or the alias benchmarked with ``--database``. ``model`` and ``field`` say which
+    searches use it: the model's ``app_label.model_name`` and the vector field, or ``@alias``
+    for a registration in the Embedding table. ``curve`` is what was measured, one
+    ``{"ef_search", "recall", "p50_ms"}`` per value tried, for the admin's chart; ``filenode``
+    is the index's ``pg_class.relfilenode`` then, which a rebuild (``REINDEX``, drop and create)
+    changes.
+    """
+
+    index_name = models.CharField(max_length=63)
+    database = models.CharField(max_length=100, blank=True, default="")
+    model = models.CharField(max_length=200)
+    field = models.CharField(max_length=100)
+    ef_search = models.PositiveIntegerField()
+    target_recall = models.FloatField()
+    recall = models.FloatField()
+    k = models.PositiveIntegerField()
+    queries = models.PositiveIntegerField()
+    rows = models.BigIntegerField()
+    filenode = models.BigIntegerField(null=True, blank=True)
+    curve = models.JSONField(default=list)
+    calibrated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["index_name", "database"], name="vectorsearch_calibration_index"
+            )
+        ]
+        indexes = [models.Index(fields=["model", "field"], name="vectorsearch_calibration_for")]
+        verbose_name = "index calibration"
+
+    def __str__(self) -> str:
+        return f"{self.index_name}: ef_search {self.ef_search} (recall {self.recall:.3f})"
+
+
+class VectorIndex(IndexCalibration):
+    """The admin's "Vector indexes" page (:mod:`vectorsearch.admin.indexes`) hangs on this
+    proxy, so it is listed on the admin index and guarded by a permission
+    (``vectorsearch.view_vectorindex``) like any model page."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "vector index"
+        verbose_name_plural = "vector indexes"

@@ -35,6 +35,7 @@ from .display import STATE_LABELS as STATE_LABELS
 from .display import embedding_state as embedding_state
 from .display import stored_vector as stored_vector
 from .embedding import EmbeddingAdmin
+from .indexes import VectorIndexAdmin as VectorIndexAdmin  # registers the Vector indexes page
 from .mixin import VectorSearchAdminMixin
 from .reembed import REEMBED_MAX_TASKS as REEMBED_MAX_TASKS
 from .reembed import backfill_command as backfill_command

@@ -43,6 +43,7 @@ from django.db import connections, models
 from django.db.models import F, Q, Value
 from django.db.models.query import ModelIterable
 
+from ..calibration import calibrated_ef_search
 from ..conf import get_settings
 from ..distances import IndexMethod
 from ..exceptions import InvalidQuery
@@ -180,6 +181,11 @@ def plan(
             queryset_ = queryset_.order_by(*_unindexed_ordering(ordering))
     else:
         ef = spec.ef_search or conf["FILTERED_EF_SEARCH" if filtered else "EF_SEARCH"]
+        if not filtered and not spec.ef_search:
+            # The ef_search `vectorsearch_bench --apply` measured for this index to reach
+            # TARGET_RECALL, when it has been calibrated (one cached lookup, no SQL).
+            key = target.column or (target.registration.key if target.registration else None)
+            ef = calibrated_ef_search(target.model, key, base.db) or ef
         simple = (
             by_distance
             and not filtered

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from ...calibration import describe
 from ...index_health import BLOAT_RATIO
 from ...registry import registry
 from ...replicas import replica_status
@@ -74,6 +75,15 @@ class Command(BaseCommand):
                 )
             if not report["indexes"]:
                 self.stdout.write("  index     none: searches scan every vector")
+            calibration = report["calibration"]
+            if calibration is not None:
+                self.stdout.write(
+                    f"  ef_search {calibration['ef_search']} calibrated "
+                    f"{calibration['calibrated_at'][:10]} (recall {calibration['recall']:.3f}, "
+                    f"target {calibration['target_recall']:.2f})"
+                )
+                if calibration["recalibrate"]:
+                    self.stdout.write(self.style.WARNING("  " + calibration["recalibrate"]))
             if report["stale"] or report["missing"]:
                 self.stdout.write(
                     self.style.WARNING(
@@ -145,6 +155,7 @@ class Command(BaseCommand):
             "orphans": counts.orphans,
             "indexes": indexes,
             "invalid_indexes": self.other_invalid(indexes, using),
+            "calibration": describe(registration.model, registration.key, counts.embedded, using),
         }
 
     def other_invalid(self, indexes: list[dict[str, Any]], using: str) -> list[str]:
