@@ -239,9 +239,10 @@ def plan(
         binary = _binary_fields(queryset_)
         if binary:
             result.binary = tuple(f.attname for f in binary)
-            queryset_ = queryset_.defer(*(f.name for f in binary)).annotate(
-                **{_BINARY + f.attname: BinaryVector(f) for f in binary}
-            )
+            # On the plan's own queryset (no clone): what defer() and annotate() would add.
+            query.add_deferred_loading([f.name for f in binary])
+            for f in binary:
+                query.add_annotation(BinaryVector(f), _BINARY + f.attname, select=True)
     queryset_.query.set_limits(0 if result.sort_slice else low, outer_high)
     if (
         strategy is Strategy.INDEX
