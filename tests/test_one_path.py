@@ -77,10 +77,12 @@ def test_the_api_and_the_page_run_the_plan_of_search(client, notes):
 def nearest_subquery(sql):
     """The ``ORDER BY <distance> ASC LIMIT k`` subquery that finds the nearest rows."""
     found = re.search(
-        r"ORDER BY \(\(U0\.\"vector\"\)::vector\(256\) <=> [^)]*\) ASC LIMIT \d+", sql
+        r"ORDER BY \(\((\w+)\.\"vector\"\)::vector\(256\) <=> [^)]*\) ASC LIMIT \d+", sql
     )
     assert found, sql
-    return found.group(0)
+    # The table alias depends on how deep Django nests the subquery (6.1 nests the admin's
+    # count differently): compare the ranking itself.
+    return found.group(0).replace(found.group(1) + ".", "T.")
 
 
 def test_the_admins_search_by_meaning_runs_the_plan_of_search(admin_client, notes):
