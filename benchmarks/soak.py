@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -28,6 +29,65 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+WORDS = [
+    "read",
+    "write",
+    "parse",
+    "config",
+    "option",
+    "file",
+    "socket",
+    "thread",
+    "queue",
+    "lock",
+    "date",
+    "time",
+    "zone",
+    "json",
+    "csv",
+    "xml",
+    "html",
+    "url",
+    "http",
+    "request",
+    "response",
+    "header",
+    "cookie",
+    "session",
+    "cache",
+    "hash",
+    "random",
+    "sort",
+    "list",
+    "dict",
+    "set",
+    "tuple",
+    "string",
+    "bytes",
+    "encode",
+    "decode",
+    "compress",
+    "archive",
+    "path",
+    "directory",
+    "process",
+    "signal",
+    "timer",
+    "event",
+    "loop",
+    "task",
+    "future",
+    "pool",
+    "logging",
+    "format",
+    "number",
+    "float",
+    "decimal",
+    "fraction",
+    "math",
+]
 
 
 def rss_kb(parent: int) -> int:
@@ -99,7 +159,8 @@ def main() -> None:
             while not stop.is_set():
                 n += 1
                 passage = Passage.objects.get(pk=pks[n % len(pks)])
-                text = f"soak marker {n} about reading configuration files and parsing options"
+                # Each save its own words: two saves of one text would tie for the first place.
+                text = f"soak {n}: " + " ".join(random.sample(WORDS, 8))
                 passage.body = text
                 saved = time.monotonic()
                 passage.save()  # embedded on save (sync "immediate")
