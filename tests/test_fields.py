@@ -164,7 +164,7 @@ def test_model_form_parses_and_renders_vectors():
     assert form.is_valid(), form.errors
     assert form.cleaned_data["embedding"] == [0.5, 0.25, 1.0]
     rendered = DocumentForm(instance=Document(content="x", embedding=[0.5, 0.25, 1.0])).as_p()
-    assert 'value="[0.5, 0.25, 1]"' in rendered
+    assert 'value="[0.5, 0.25, 1.0]"' in rendered
 
 
 def test_required_vector_form_field_rejects_empty_input():
@@ -428,3 +428,12 @@ def test_the_largest_float32_and_float16_survive_a_dumpdata_round_trip():
         Item(embedding=[3.41e38, 0, 0]).full_clean()
     with pytest.raises(ValidationError, match="outside the range"):
         Item(half_embedding=[65520, 0, 0]).full_clean()  # rounds to infinity in float16
+
+
+def test_the_widget_shows_whole_numbers_as_pgvector_django_does():
+    from vectorsearch.fields import VectorWidget
+
+    assert VectorWidget().format_value([1, 2, 3]) == "[1.0, 2.0, 3.0]"
+    assert VectorWidget().format_value(np.array([0.1, -2.5, 1e20], dtype=np.float32)) == (
+        "[0.1, -2.5, 1e+20]"
+    )

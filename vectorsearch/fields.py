@@ -561,8 +561,10 @@ class VectorWidget(forms.TextInput):
             return str(value.to_text())
         if isinstance(value, Vector | HalfVector):
             value = value.to_list()
-        # A form posted back unchanged stores exactly what was there.
-        return "[" + ", ".join(shortest_texts(value, self.dtype)) + "]"
+        # A form posted back unchanged stores exactly what was there. Whole numbers keep their
+        # ".0", as pgvector.django's widget shows them ([1.0, 2.0, 3.0]).
+        texts = (t if "." in t or "e" in t else f"{t}.0" for t in shortest_texts(value, self.dtype))
+        return "[" + ", ".join(texts) + "]"
 
 
 class _VectorFormFieldMixin:
