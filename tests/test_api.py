@@ -367,3 +367,14 @@ def test_the_views_mode_attribute_is_the_default_mode(notes):
     assert response.status_code == 200
     titles = [r["title"] for r in json.loads(response.content)["results"]]
     assert titles == ["Shipping times to Europe"]
+
+
+@pytest.mark.parametrize("q", ["\U0001f642\U0001f642", "?!", "..."])
+def test_a_query_without_a_word_is_a_clear_answer_in_every_mode(client, notes, q):
+    # A byte-level embedder makes a vector of anything: emoji alone ranked rows on noise.
+    for mode in ("hybrid", "semantic"):
+        assert error_of(client, f"q={q}&mode={mode}".replace("?", "%3F")) == (
+            "There is nothing in that text to search by: it has no words the embedder knows."
+        )
+    response, body = get(client, q=q, mode="keyword")
+    assert response.status_code == 200 and body["results"] == []

@@ -35,6 +35,7 @@ from .db import is_timeout, statement_timeout
 from .exceptions import EmbeddingError, InvalidQuery
 from .forms import TRACKING_PARAMETERS, SearchForm, checked_data, is_concrete, page_url, toggled_url
 from .outages import log_error
+from .ranking.fulltext import has_columns
 from .ranking.search import query_vector as search_query_vector
 from .ranking.search import search
 from .registry import Registration, registry
@@ -187,6 +188,8 @@ class VectorSearchView(TemplateResponseMixin, ContextMixin, View):
         ranks (each model's results, each facet's counts). A text is embedded once per request
         and embedder (with an HTTP embedder, one call per page)."""
         text = query_or_vector if isinstance(query_or_vector, str) else None
+        if mode == "keyword" and not has_columns(registration):
+            return queryset.none()  # its text comes from a callable: no words to match here
         if text is not None and mode != "keyword":
             vectors = self.__dict__.setdefault("_query_vectors", {})
             key = (registration.embedder_alias, registration.vector_type(), text)

@@ -24,11 +24,16 @@ from ..conf import get_settings
 from ..exceptions import InvalidQuery
 from ..registry import Registration
 
-__all__ = ["document", "text_index", "text_query", "words"]
+__all__ = ["document", "has_columns", "text_index", "text_query", "words"]
 
 # A word of a query: letters, digits or underscores (any script); at most this many are used.
 _WORD = re.compile(r"\w+")
 MAX_WORDS = 32
+
+
+def has_columns(registration: Registration) -> bool:
+    """Whether ``registration``'s text comes from columns a full-text search can read."""
+    return any(_is_column(registration.model, name) for name in registration.fields)
 
 
 def document(registration: Registration) -> Any:

@@ -49,8 +49,8 @@ def search(
     compatibility: the planner chooses the scan.) ``options`` (``exact``, ``ef_search``,
     ``threshold``) go to ``similar_to()``.
 
-    ``mode``: ``"hybrid"`` (the default when there is a text) fuses full-text and vector ranks (weighted reciprocal rank
-    fusion, ``HYBRID_*`` settings) in one query; ``"semantic"`` ranks by vector only;
+    ``mode``: ``"hybrid"`` (the default when there is a text) fuses full-text and vector scores
+    in one query (``HYBRID_*`` settings: a weighted sum by default); ``"semantic"`` ranks by vector only;
     ``"keyword"`` by full text only. Full text needs the text: ``text``, or ``query`` when it is
     one; a registration whose text comes from a callable has no text columns, so its hybrid
     search is semantic. Hybrid rows are ordered by ``hybrid_score`` and keep ``distance`` and
@@ -75,7 +75,7 @@ def search(
     searched = as_vector_queryset(queryset)
     if mode != "semantic" and words is None:
         raise InvalidQuery(f"A {mode} search needs the text searched for: pass text=.")
-    if mode == "hybrid" and not registration.fields:
+    if mode == "hybrid" and not fulltext.has_columns(registration):
         mode = "semantic"  # the text comes from a callable: no columns to search by keyword
     if mode == "keyword":
         assert words is not None

@@ -3,6 +3,7 @@ query vector, once, before any SQL runs."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,12 @@ from ..fields import dense_text, validate_dense_array
 from .expressions import QueryVector
 
 __all__ = ["NO_DIRECTION", "has_no_length", "instance_vector", "query_parts"]
+
+NOTHING_TO_SEARCH = (
+    "There is nothing in that text to search by: it has no words the embedder knows."
+)
+# A word character of any script: a text without one has nothing to search by.
+_WORD = re.compile(r"\w")
 
 NO_DIRECTION = (
     "The query vector is all zeros (or too close to zero for a float32 length), which has no "
@@ -50,6 +57,10 @@ def query_parts(
     if isinstance(query, str) and vector_type != "bit":
         if not query.strip():
             raise InvalidQuery("The search text is empty.")
+        if not _WORD.search(query):
+            # Emoji or punctuation only: a byte-level embedder would still make a vector of it,
+            # and every row would be "similar" to that noise.
+            raise InvalidQuery(NOTHING_TO_SEARCH)
         if embed is None:
             raise InvalidQuery(
                 "A text query needs an embedder, and none is registered for "
@@ -59,9 +70,7 @@ def query_parts(
             )
         query = embed(query)
         if not np.any(np.asarray(query, dtype=np.float64)):
-            raise InvalidQuery(
-                "There is nothing in that text to search by: it has no words the embedder knows."
-            )
+            raise InvalidQuery(NOTHING_TO_SEARCH)
     try:
         if vector_type in ("vector", "halfvec"):
             # The array itself, not the list to_python() builds: a 384-dimension query is
