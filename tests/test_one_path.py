@@ -98,6 +98,26 @@ def test_the_admins_search_by_meaning_runs_the_plan_of_search(admin_client, note
 
 def test_count_and_len_agree_with_k_beyond_ef_search(notes):
     # D1: count() ran without the iterative scan and answered hnsw.ef_search (40), not k.
-    found = vectorsearch.search(Note.objects.all(), "note", k=100, ef_search=40)
+    found = vectorsearch.search(Note.objects.all(), "note", k=100, ef_search=40, mode="semantic")
     assert found.count() == 100
     assert len(list(found)) == 100
+
+
+def test_the_searchs_own_guard_is_not_a_filter_of_the_callers():
+    # search() keeps to vectors its embedder made (IS NOT NULL, NOT EXISTS another identity).
+    # That guard keeps nearly every row: the search must stay an unfiltered index search (no
+    # EXPLAIN, EF_SEARCH, ordered strictly), not a filtered one (FILTERED_EF_SEARCH).
+    from tests.embedapp.models import Article
+
+    Article.objects.bulk_create(Article(title=f"article {i} about cats") for i in range(30))
+    call_command("vectorsearch_backfill", "embedapp.Article", verbosity=0)
+    found = vectorsearch.search(Article, "cats", k=5, mode="semantic")
+    with CaptureQueriesContext(connection) as captured:
+        plan = found.plan(rows=True)
+    assert not captured.captured_queries  # no EXPLAIN
+    assert plan.settings["hnsw.ef_search"] == 200
+    assert plan.settings["hnsw.iterative_scan"] == "strict_order"
+    assert len(list(found)) == 5
+    # A filter of the caller's is one: its search walks the index iteratively.
+    filtered = vectorsearch.search(Article.objects.filter(title__contains="1"), "cats", k=5)
+    assert filtered.plan(rows=True).settings["hnsw.iterative_scan"] == "relaxed_order"

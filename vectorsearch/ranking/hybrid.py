@@ -58,6 +58,7 @@ def hybrid_search(
     weights: tuple[float, float] = (1.0, 1.0),
     any_word: bool = False,
     fusion: str = "rrf",
+    only_current: bool | None = None,
 ) -> _Q:
     """Full-text and vector search fused by reciprocal rank fusion, in one SQL query.
 
@@ -112,6 +113,7 @@ def hybrid_search(
         k=candidates_,
         exact=exact,
         ef_search=ef_search,
+        only_current=only_current,
     )
     planned = ranked.plan()
     vector_ids = planned.queryset.values("pk")

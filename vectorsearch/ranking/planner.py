@@ -130,6 +130,8 @@ def plan(
     low, high = base.query.low_mark, base.query.high_mark
     base.query.clear_limits()
     filtered = base.query.has_filters()
+    if spec.restrict is not None:
+        base = base.filter(spec.restrict)
     if spec.exclude_pk is not None:
         base = base.exclude(pk=spec.exclude_pk)
     ordering = tuple(base.query.order_by)
@@ -198,7 +200,10 @@ def plan(
             # rows asked (plus the left-out instance) makes it complete without an iterative scan.
             assert limit is not None
             wanted = limit + (1 if spec.exclude_pk is not None else 0)
-            settings = index_settings(target.index_method, max(ef, min(wanted, 1000)), False)
+            # Under the search's guard, a strict-order iterative scan steps over the few rows it
+            # drops (vectors of a previous embedder) and keeps the index's exact order.
+            iterative = "strict_order" if spec.restrict is not None else False
+            settings = index_settings(target.index_method, max(ef, min(wanted, 1000)), iterative)
             queryset_ = base
         elif flat and spec.max_distance is None and limit is not None:
             # Filtered: the k nearest by an iterative index scan in relaxed order, in one query;
@@ -295,14 +300,15 @@ def _crossover(total: float, k: int | None) -> float:
     return math.sqrt(EXACT_COST_RATIO * (k or get_settings()["MAX_K"]) * total)
 
 
-def index_settings(method: IndexMethod | None, ef_search: int, iterative: bool) -> dict[str, Any]:
-    """The pgvector settings of an index scan."""
+def index_settings(
+    method: IndexMethod | None, ef_search: int, iterative: bool | str
+) -> dict[str, Any]:
+    """The pgvector settings of an index scan; ``iterative``: False, True (relaxed order) or
+    ``"strict_order"`` (HNSW only; IVFFlat scans in relaxed order)."""
+    mode = "off" if not iterative else iterative if isinstance(iterative, str) else "relaxed_order"
     if method is IndexMethod.IVFFLAT:
-        return {"ivfflat.iterative_scan": "relaxed_order" if iterative else "off"}
-    settings: dict[str, Any] = {
-        "hnsw.ef_search": ef_search,
-        "hnsw.iterative_scan": "relaxed_order" if iterative else "off",
-    }
+        return {"ivfflat.iterative_scan": "off" if not iterative else "relaxed_order"}
+    settings: dict[str, Any] = {"hnsw.ef_search": ef_search, "hnsw.iterative_scan": mode}
     if iterative:
         settings["hnsw.max_scan_tuples"] = get_settings()["MAX_SCAN_TUPLES"]
     return settings

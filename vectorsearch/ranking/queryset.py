@@ -84,6 +84,7 @@ class VectorQuerySet(models.QuerySet[_M]):
         ef_search: int | None = None,
         embedder: str | None = None,
         overfetch: int | None = None,
+        only_current: bool | None = None,
     ) -> Self:
         """Rows ordered by similarity to ``query``, nearest first.
 
@@ -105,6 +106,9 @@ class VectorQuerySet(models.QuerySet[_M]):
         - ``overfetch``: over a binary-quantized index (``HnswIndex(quantization="binary")``),
           how many rows per row asked the Hamming search finds before they are re-ranked by
           ``distance`` (1 to 100; default ``VECTORSEARCH["BINARY_OVERFETCH"]``).
+        - ``only_current``: keep to rows whose vector the registered embedder made (vectors of
+          a previous embedder, until the backfill replaces them, lie in another space); default:
+          for a text query. ``vectorsearch.search()`` always asks it.
 
         Raises :class:`~vectorsearch.exceptions.InvalidQuery` before any SQL runs when the
         vector, field, distance or an option is wrong.
@@ -128,10 +132,11 @@ class VectorQuerySet(models.QuerySet[_M]):
             overfetch=overfetch,
         )
         clone = self._chain()
-        if isinstance(query, str) and target.vector_type != "bit":
-            # The text is embedded by the registered embedder; vectors another embedder made
-            # (before a change of model, until the backfill replaces them) are not comparable.
-            clone.query.add_q(target.comparable(self.db))
+        if only_current is None:
+            only_current = isinstance(query, str) and target.vector_type != "bit"
+        if only_current and target.column is not None and target.registration is not None:
+            # Not a filter of the caller's: the planner applies it without counting it as one.
+            spec = dataclasses.replace(spec, restrict=target.has_vector(self.db))
         search = clone.query
         search.add_annotation(target.distance_expression(spec.value, self.db), "distance")
         search.add_annotation(target.distance.score("distance", dimensions=target.size), "score")

@@ -80,19 +80,15 @@ def search(
     if mode == "keyword":
         assert words is not None
         return keyword_search(searched, words, fulltext.document(registration), k=checked_k)
-    if registration.vector_field is not None:
-        # Only vectors the registered embedder made are comparable with its queries, whether
-        # the query is a text (similar_to() keeps those for a text itself) or a vector made by
-        # it (the page embeds once per request).
-        searched = searched.filter(**{f"{registration.vector_field}__isnull": False})
-        if not isinstance(query, str):
-            target = target_for_registration(registration)
-            searched = searched.filter(target.comparable(searched.db))
-        where: dict[str, Any] = {"field": registration.vector_field}
-    else:
-        where = {"embedder": registration.embedder_alias}
+    # Only vectors the registered embedder made are compared with its queries, whether the
+    # query is a text or a vector it made (the page embeds once per request): only_current.
+    where: dict[str, Any] = (
+        {"field": registration.vector_field}
+        if registration.vector_field is not None
+        else {"embedder": registration.embedder_alias}
+    )
     if mode == "semantic":
-        return searched.similar_to(query, k=checked_k, **where, **options)
+        return searched.similar_to(query, k=checked_k, only_current=True, **where, **options)
     assert words is not None
     conf = get_settings()
     return searched.hybrid_search(
@@ -105,6 +101,7 @@ def search(
         weights=(conf["HYBRID_VECTOR_WEIGHT"], conf["HYBRID_TEXT_WEIGHT"]),
         any_word=True,
         fusion=conf["HYBRID_FUSION"],
+        only_current=True,
         **where,
         **{key: value for key, value in options.items() if key in ("exact", "ef_search")},
     )

@@ -32,6 +32,10 @@ class Spec:
     exclude_pk: Any = None
     # Rows a binary-quantized index is walked for, per row asked (re-ranked by the distance).
     overfetch: int | None = None
+    # The search's own guard (rows with a vector the registered embedder made), kept apart from
+    # the caller's filters: a guard that keeps nearly every row must not make the search count
+    # as filtered (an EXPLAIN, FILTERED_EF_SEARCH, no calibrated ef_search).
+    restrict: Any = None
     # The two annotations as similar_to() added them: a later annotate() that replaces one
     # (or builds on it) must keep the SQL form.
     annotations: tuple[Any, Any] | None = None
