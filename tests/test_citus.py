@@ -194,7 +194,7 @@ def sent_with(settings, citus_present, atomic=False):
     """The SQL text apply_settings sends for one query, and what that query saw."""
     conn = connections["default"]
     conn.ensure_connection()
-    citus._citus_by_connection[conn.connection] = citus_present  # as if detected
+    citus._citus_by_alias[conn.alias] = citus_present  # as if detected
     sent = []
 
     def capture(execute, sql, params, many, context):
@@ -219,7 +219,7 @@ def sent_with(settings, citus_present, atomic=False):
                 cursor.execute(query)
                 after = cursor.fetchone()
     finally:
-        citus._citus_by_connection.pop(conn.connection, None)
+        citus._citus_by_alias.pop(conn.alias, None)
     return sent[0], seen, after
 
 
@@ -256,12 +256,14 @@ def test_without_citus_no_citus_statement_is_sent():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_citus_is_detected_once_per_connection():
+def test_citus_is_detected_once_per_alias():
+    from django.test.utils import CaptureQueriesContext
+
     conn = connections["default"]
+    citus._citus_by_alias.pop("default", None)
     assert citus.has_citus(conn) is False  # the real catalogue: no citus extension here
-    raw = conn.connection
-    assert citus._citus_by_connection[raw] is False
+    assert citus._citus_by_alias["default"] is False
     conn.close()
-    conn.ensure_connection()
-    assert conn.connection is not raw
-    assert conn.connection not in citus._citus_by_connection
+    with CaptureQueriesContext(conn) as captured:
+        assert citus.has_citus(conn) is False
+    assert not captured.captured_queries  # a new connection asks nothing again

@@ -379,3 +379,36 @@ def test_a_proxy_model_cannot_be_registered():
         match=r"embedapp\.PinnedPost is a proxy model; register its concrete model embedapp\.Post",
     ):
         vectorsearch.register(PinnedPost, fields=["title"])
+
+
+def test_save_field_names_given_as_attnames_are_source_fields():
+    # save(update_fields=["category_id"]) names the category field: its text may have changed.
+    from tests.queryapp.models import Article as QueryArticle
+    from vectorsearch.signals import _field_names
+
+    assert _field_names(QueryArticle, ["category_id", "title"]) == {"category", "title"}
+
+
+try:
+    from django_tasks.backends.base import BaseTaskBackend
+except ImportError:  # pragma: no cover - Django 6.x ships django.tasks
+    from django.tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef]
+
+
+class DownQueueBackend(BaseTaskBackend):
+    """A task backend whose queue is unreachable."""
+
+    def enqueue(self, task, args, kwargs):
+        raise ConnectionError("the queue is down")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queue_that_is_down_does_not_fail_the_save(caplog):
+    pytest.importorskip("django_tasks")
+    with override_settings(
+        VECTORSEARCH={"SYNC": "task"},
+        TASKS={"default": {"BACKEND": "tests.test_sync.DownQueueBackend"}},
+    ):
+        note = Note.objects.create(title="Cats purr")  # autocommit: enqueued at once
+    assert Note.objects.filter(pk=note.pk).exists()  # saved, and no exception reached here
+    assert "the queue is down" in caplog.text

@@ -4,7 +4,7 @@
   ``undistribute_table()``); :class:`ReferenceTable` runs ``create_reference_table()``.
 - :func:`distributed_tables` reads which models those operations distribute from the project's
   migration files, so the system check (``checks_scaling``) needs no second declaration.
-- :func:`has_citus` tells once per connection whether the ``citus`` extension is there;
+- :func:`has_citus` tells once per database alias whether the ``citus`` extension is there;
   ``db.apply_settings`` then sends ``SET LOCAL citus.propagate_set_commands = 'local'`` before
   the ``hnsw.*`` settings, without which a ``SET LOCAL`` never reaches the shards.
 
@@ -14,11 +14,11 @@ not its effect on a Citus cluster. docs/scaling.md says so too.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.db import NotSupportedError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
@@ -26,6 +26,7 @@ from django.db.migrations import Migration
 from django.db.migrations.operations.base import Operation
 from django.db.migrations.state import ProjectState
 from django.db.models import Field, Model
+from django.dispatch import receiver
 
 __all__ = [
     "PROPAGATE_SET_LOCAL",
@@ -39,22 +40,27 @@ __all__ = [
 # Citus runs SET LOCAL on the shards of the transaction's distributed queries only with this.
 PROPAGATE_SET_LOCAL = "SET LOCAL citus.propagate_set_commands = 'local'"
 
-# Raw (psycopg) connection -> whether it has the citus extension. Weak keys: a closed and
-# dropped connection leaves no entry behind, and a reconnection is detected afresh.
-_citus_by_connection: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+# Database alias -> whether it has the citus extension: asked once per process and alias, not
+# once per connection (with CONN_MAX_AGE = 0 or a pooler, that is every request), and forgotten
+# when DATABASES changes.
+_citus_by_alias: dict[str, bool] = {}
+
+
+@receiver(setting_changed)
+def _forget(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DATABASES":
+        _citus_by_alias.clear()
 
 
 def has_citus(connection: BaseDatabaseWrapper) -> bool:
     """Whether the database behind ``connection`` has the ``citus`` extension (asked once per
-    physical connection)."""
-    connection.ensure_connection()
-    raw = connection.connection
-    known = _citus_by_connection.get(raw)
+    process and database alias; installing Citus on a running site needs a restart)."""
+    known = _citus_by_alias.get(connection.alias)
     if known is None:
-        row = raw.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
-        ).fetchone()
-        known = _citus_by_connection[raw] = bool(row and row[0])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+            row = cursor.fetchone()
+        known = _citus_by_alias[connection.alias] = bool(row and row[0])
     return known
 
 

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from .citus import PROPAGATE_SET_LOCAL, has_citus
@@ -132,8 +133,6 @@ class _SettingsWrapper:
 
 def _sends_simple_queries(cursor: Any) -> bool:
     """Whether ``cursor`` merges parameters into the query text (so ``;`` may join several)."""
-    import psycopg
-
     return isinstance(cursor, psycopg.ClientCursor) and not isinstance(cursor, psycopg.ServerCursor)
 
 

@@ -65,7 +65,7 @@ def on_save(
         if (
             update_fields is not None
             and registration.text is None
-            and not set(update_fields) & set(registration.fields)
+            and not _field_names(sender, update_fields) & set(registration.fields)
         ):
             continue  # none of the source fields was saved: the text cannot have changed
         mode = sync_mode(registration)
@@ -136,3 +136,9 @@ def connect() -> None:
     registration_changed.connect(
         _registration_changed, sender=registry, dispatch_uid="vectorsearch.signals"
     )
+
+
+def _field_names(model: type[models.Model], names: Iterable[str]) -> set[str]:
+    """``save(update_fields=...)`` as field names: Django also takes attnames (``author_id``)."""
+    by_attname = {f.attname: f.name for f in model._meta.concrete_fields}
+    return {by_attname.get(name, name) for name in names}

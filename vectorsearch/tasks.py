@@ -143,5 +143,7 @@ def enqueue(
         for chunk in chunks:
             task.enqueue(label, key, chunk, using, force=force)
 
-    transaction.on_commit(send, using=using)
+    # robust: a queue that is down must not make the caller's save fail after its commit (the
+    # error is logged; vectorsearch_status shows the vector stale and the backfill repairs it).
+    transaction.on_commit(send, using=using, robust=True)
     return len(chunks)

@@ -40,11 +40,10 @@ def _passage(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         # A public page: its search runs under the same statement timeout as the search page.
         with statement_timeout(get_settings()["SEARCH_STATEMENT_TIMEOUT_MS"]):
-            # Unfiltered, so the HNSW index serves it (excluding the page's own passages in SQL
-            # would make PostgreSQL rank every passage); the page's own are dropped here instead.
-            # "More like this": the passage's stored vector, not its text embedded again.
-            nearest = vectorsearch.search(Passage.objects.all(), shown, k=30, mode="semantic")
-            similar = [p for p in nearest if p.title != shown.title][:5]
+            # "More like this": the passage's stored vector, not its text embedded again; the
+            # page's own parts are left out in SQL (an iterative index scan steps over them).
+            others = Passage.objects.exclude(title=shown.title)
+            similar = list(vectorsearch.search(others, shown, k=5, mode="semantic"))
     except vectorsearch.InvalidQuery:
         pass  # a passage with nothing to search by has no similar ones
     except OperationalError as e:

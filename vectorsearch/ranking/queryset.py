@@ -21,7 +21,7 @@ from django.db.models.sql import Query
 from ..db import apply_settings
 from ..distances import Distance
 from ..exceptions import InvalidQuery
-from ..replicas import bind_to_primary, replicas_of, with_fallback
+from ..replicas import bind_to_primary, primary_of, replicas_of, with_fallback
 from . import hybrid, mmr
 from .planner import Plan, plan
 from .spec import Spec, make_spec
@@ -284,7 +284,8 @@ def _run(planned: Plan, fetch: Callable[[models.QuerySet[Any]], _T], *, routed: 
         with apply_settings(alias, planned.settings):
             return fetch(on_alias)
 
-    if not routed or not replicas_of(queryset.db):
+    # A router may have picked a replica already: its primary is the one with the fallbacks.
+    if not routed or not replicas_of(primary_of(queryset.db) or queryset.db):
         return run(queryset.db)
     return with_fallback(queryset.model, run, queryset.db)
 

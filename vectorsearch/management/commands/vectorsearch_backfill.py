@@ -103,7 +103,7 @@ class Command(BaseCommand):
         failed: list[str] = []
         for registration in registrations:
             deferred = (
-                self.defer(registration, database, stale_only, verbosity)
+                self.defer(registration, database, stale_only, verbosity, all_rows)
                 if defer_index and not dry_run
                 else []
             )
@@ -178,14 +178,20 @@ class Command(BaseCommand):
             )
 
     def defer(
-        self, registration: Registration, using: str, stale_only: bool, verbosity: int
+        self,
+        registration: Registration,
+        using: str,
+        stale_only: bool,
+        verbosity: int,
+        all_rows: bool = False,
     ) -> list[DeferredIndex]:
         """Drop the registration's vector indexes when the run will embed enough rows."""
         indexes = existing_indexes(registration, using)
         if not indexes:
             return []
         counts = status(registration, using=using)
-        todo = counts.stale + (0 if stale_only else counts.missing)
+        # --all-rows re-embeds every row, current ones included.
+        todo = counts.rows if all_rows else counts.stale + (0 if stale_only else counts.missing)
         share = todo / counts.rows if counts.rows else 0.0
         names = ", ".join(index.name for index in indexes)
         if share <= DEFER_INDEX_FRACTION:
