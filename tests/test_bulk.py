@@ -7,7 +7,8 @@ import pytest
 from django.db import connection
 
 from vectorsearch import bulk
-from vectorsearch.bulk import Column, copy_binary
+from vectorsearch.bulk import SMALL_BATCH, Column, copy_binary, write_vectors
+from vectorsearch.models import Embedding
 
 pytestmark = pytest.mark.django_db
 
@@ -65,3 +66,24 @@ def test_a_vector_the_server_refuses_is_a_database_error_and_nothing_is_copied()
         cursor.execute("SELECT count(*) FROM bulk_nan")
         assert cursor.fetchone()[0] == 0
         cursor.execute("DROP TABLE bulk_nan")
+
+
+@pytest.mark.parametrize("rows", [1, SMALL_BATCH + 1])
+def test_a_save_writes_inline_and_a_batch_through_copy(rows):
+    # One row (a save) must not create the COPY staging table: a temporary table per request
+    # writes PostgreSQL's catalogs each time. A larger batch goes through COPY.
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.embedapp.models import Note
+    from vectorsearch.registry import registry
+
+    notes = Note.objects.bulk_create(Note(title=f"n{i}") for i in range(rows))
+    registration = registry.get(Note)
+    vectors = np.random.default_rng(0).normal(size=(rows, 256)).astype(np.float32)
+    with CaptureQueriesContext(connection) as captured:
+        written = write_vectors(registration, [(str(n.pk), "h") for n in notes], vectors)
+    assert written == rows
+    staged = any("CREATE TEMPORARY TABLE" in q["sql"] for q in captured.captured_queries)
+    assert staged is (rows > SMALL_BATCH)
+    stored = Embedding.objects.get(object_id=str(notes[0].pk)).vector
+    assert stored == pytest.approx(vectors[0].tolist())

@@ -31,6 +31,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from psycopg.copy import QueuedLibpqWriter
 
 from .exceptions import VectorSearchError
+from .fields import dense_text
 from .registry import Registration
 
 __all__ = ["Column", "ImportConflict", "copy_binary", "import_vectors", "write_vectors"]
@@ -221,28 +222,42 @@ def write_vectors(
     pk_type = model._meta.pk.cast_db_type(connection) or "text"
     embedding_table = quote(_embedding_table())
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        # ON COMMIT DROP would not do inside a caller's transaction (a save in a request
-        # wrapped in ATOMIC_REQUESTS): the rows are deleted explicitly below instead.
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} "
-            "(object_id text, source_hash text, vector vector)"
-        )
-        copy_binary(
-            connection,
-            cursor,
-            STAGING,
-            [
-                Column.texts("object_id", [oid for oid, _ in pairs]),
-                Column.texts("source_hash", [source_hash for _, source_hash in pairs]),
-                Column.vectors("vector", np.asarray(vectors)),
-            ],
-            len(pairs),
-        )
+        if len(pairs) <= SMALL_BATCH:
+            # A save's one or few rows: the rows inline, as VALUES. A temporary table per save
+            # would write the system catalogs on every request that saves (CONN_MAX_AGE = 0
+            # opens a new session each time), for rows a COPY has no time to pay off on.
+            values = ", ".join(["(%s, %s, %s::vector)"] * len(pairs))
+            source = f"(VALUES {values}) AS s (object_id, source_hash, vector)"
+            params: list[Any] = [
+                value
+                for (oid, source_hash), vector in zip(pairs, np.asarray(vectors), strict=True)
+                for value in (oid, source_hash, dense_text(vector))
+            ]
+        else:
+            # ON COMMIT DROP would not do inside a caller's transaction (a save in a request
+            # wrapped in ATOMIC_REQUESTS): the rows are deleted explicitly below instead.
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} "
+                "(object_id text, source_hash text, vector vector)"
+            )
+            copy_binary(
+                connection,
+                cursor,
+                STAGING,
+                [
+                    Column.texts("object_id", [oid for oid, _ in pairs]),
+                    Column.texts("source_hash", [source_hash for _, source_hash in pairs]),
+                    Column.vectors("vector", np.asarray(vectors)),
+                ],
+                len(pairs),
+            )
+            source, params = f"{STAGING} s", []
         if registration.vector_field is not None:
             column = quote(str(registration.model_field().column))
             cursor.execute(
-                f"UPDATE {table} SET {column} = s.vector::{_cast(registration)} FROM {STAGING} s "
-                f"WHERE {table}.{pk_column} = s.object_id::{pk_type}"
+                f"UPDATE {table} SET {column} = s.vector::{_cast(registration)} FROM {source} "
+                f"WHERE {table}.{pk_column} = s.object_id::{pk_type}",
+                params,
             )
             written = cursor.rowcount
         vector_sql = "NULL" if registration.vector_field is not None else "s.vector"
@@ -250,14 +265,19 @@ def write_vectors(
             f"INSERT INTO {embedding_table} "
             "(content_type_id, object_id, key, identity, source_hash, vector, updated_at) "
             f"SELECT %s, s.object_id, %s, %s, s.source_hash, {vector_sql}, now() "
-            f"FROM {STAGING} s JOIN {table} m ON m.{pk_column} = s.object_id::{pk_type} "
+            f"FROM {source} JOIN {table} m ON m.{pk_column} = s.object_id::{pk_type} "
             f"{_UPSERT}",
-            [registration.content_type_id(using), registration.key, identity],
+            [registration.content_type_id(using), registration.key, identity, *params],
         )
         if registration.vector_field is None:
             written = cursor.rowcount
-        cursor.execute(f"DELETE FROM {STAGING}")
+        if not params:
+            cursor.execute(f"DELETE FROM {STAGING}")
     return int(written)
+
+
+#: Up to this many rows (a save, a small task) are written inline, without the COPY staging.
+SMALL_BATCH = 16
 
 
 _UPSERT = (
