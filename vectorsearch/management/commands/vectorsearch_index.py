@@ -98,11 +98,18 @@ class Command(BaseCommand):
                 f"{registration.label}: index {name!r} is declared in Meta.indexes but missing "
                 "from the database. Run manage.py migrate to create it."
             )
+        if info["exists"] and not info["valid"] and not invalid:
+            # Not valid, yet not among the INVALID ones: another session is building it now
+            # (CREATE INDEX CONCURRENTLY). A REINDEX would wait for it, then build it again.
+            raise CommandError(
+                f"{registration.label}: index {name} is being built by another session; wait "
+                "for that build to finish (pg_stat_progress_create_index shows it) or cancel it."
+            )
         action = (
             "build"
             if not info["exists"]
             else "repair"
-            if invalid or not info["valid"]
+            if invalid
             else "rebuild"
             if rebuild
             else None
